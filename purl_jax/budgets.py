@@ -1,0 +1,142 @@
+"""Cost (budget) functions of a mask tree: kept parameters, MACs, measured latency, any callable.
+
+A cost maps a mask tree to a float. The built-in ones are relative to the dense model
+(1.0 = nothing pruned) so one budget number means the same thing for every network;
+a user callable may return anything finite, may be non-differentiable, and is wrapped
+so a NaN or a non-scalar fails loudly with the cost's name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purl_jax.graph import Graph
+from purl_jax.masks import Masks, _get_or_none, apply_masks
+
+CostFn = Callable[[Masks], float]
+
+
+class BudgetError(ValueError):
+    """A cost that cannot be evaluated or a budget that cannot be met."""
+
+
+def params_cost(params: Any, relative: bool = True) -> CostFn:
+    """Kept parameters (all of them, masked or not), jit-compatible."""
+    total = sum(math.prod(jnp.shape(p)) for p in jax.tree.leaves(params))
+
+    def cost(masks: Masks):
+        pruned = sum(m.size - jnp.sum(m) for m in jax.tree.leaves(masks))
+        kept = total - pruned
+        return kept / total if relative else kept
+
+    return cost
+
+
+def flops_cost(graph: Graph, relative: bool = True) -> CostFn:
+    """Multiply-accumulates per example of the conv and dense layers, jit-compatible.
+
+    A pruned weight saves one MAC per output position. Channel masks expanded with
+    ``channel_masks_to_masks`` also mask the next layers' input rows, so a pruned
+    channel removes the work it fed downstream too.
+    """
+    total = graph.dense_macs
+
+    def cost(masks: Masks):
+        kept = 0
+        for layer in graph.layers:
+            mask = _get_or_none(masks, layer.path)
+            kept += layer.macs if mask is None else layer.positions * jnp.sum(mask)
+        return kept / total if relative else kept
+
+    return cost
+
+
+def time_call(fn: Callable, *args, repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time in seconds of ``fn(*args)``, waiting for the device each time."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def latency_cost(
+    model, variables: Any, input_shape: tuple[int, ...], *, batch_size: int = 32,
+    repeats: int = 10, build: Callable[[Masks], tuple[Callable, tuple]] | None = None,
+    relative: bool = True,
+) -> CostFn:
+    """Measured forward-pass time on the current device.
+
+    By default the masked model is timed, which only gets faster where the backend skips
+    zeros; pass ``build(masks) -> (fn, args)`` (for example a compact export) to time a
+    smaller model. Results are cached per mask tree contents' kept counts per leaf, so
+    repeated queries of the same architecture cost nothing.
+    """
+    x = jnp.zeros((batch_size, *input_shape), jnp.float32)
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+    def default_build(masks):
+        params = apply_masks(variables["params"], masks)
+        return forward, ({**variables, "params": params}, x)
+
+    build = build or default_build
+    cache: dict[tuple, float] = {}
+
+    def measure(masks) -> float:
+        key = tuple(int(jnp.sum(m)) for m in jax.tree.leaves(masks))
+        if key not in cache:
+            fn, args = build(masks)
+            cache[key] = time_call(fn, *args, repeats=repeats)
+        return cache[key]
+
+    dense = measure(jax.tree.map(lambda _: None, variables["params"]))
+
+    def cost(masks: Masks) -> float:
+        seconds = measure(masks)
+        return seconds / dense if relative else seconds
+
+    return cost
+
+
+def checked(cost: Callable[[Masks], Any], name: str = "cost") -> CostFn:
+    """Wraps a user cost so a NaN, an infinity or a non-scalar names the culprit."""
+
+    def wrapped(masks: Masks) -> float:
+        value = cost(masks)
+        try:
+            value = float(np.asarray(value))
+        except (TypeError, ValueError) as e:
+            raise BudgetError(f"{name} must return one number, got {value!r}") from e
+        if not math.isfinite(value):
+            raise BudgetError(f"{name} returned {value} for these masks; it must be finite")
+        return value
+
+    return wrapped
+
+
+_COSTS = {"params", "flops", "latency"}
+
+
+def get_cost(name: str | Callable, *, model=None, variables=None, graph: Graph | None = None,
+             input_shape=None, **kwargs) -> CostFn:
+    """A cost by name ("params", "flops", "latency") or a user callable, always checked."""
+    if callable(name):
+        return checked(name, getattr(name, "__name__", "cost"))
+    if name == "params":
+        return checked(params_cost(variables["params"], **kwargs), name)
+    if name == "flops":
+        return checked(flops_cost(graph, **kwargs), name)
+    if name == "latency":
+        return checked(latency_cost(model, variables, input_shape, **kwargs), name)
+    raise BudgetError(f"unknown cost {name!r}; use one of {sorted(_COSTS)} or a callable")
+
+

@@ -1,0 +1,567 @@
+"""Image-classification data as numpy arrays: embedded MNIST, IDX files, and TFDS without TensorFlow.
+
+Everything returns numpy (float32 NHWC images normalised per dataset, int32 labels);
+training code turns them into jax arrays. Sources:
+
+* ``mnist`` with no ``data_dir``: the four original MNIST files shipped inside the package,
+  so the default experiment runs with no download.
+* IDX folders (``mnist``, ``fashion_mnist``): the original ``*-ubyte.gz`` files, checked
+  for structure and, for known datasets, byte-exactness (SHA-256).
+* Any TFDS dataset prepared in ``array_record`` format, read through
+  ``tfds`` data sources, which need no TensorFlow. Preparing needs TensorFlow once, in its
+  own process: ``pip install 'purl-jax[prepare]'`` then
+  ``python -m purl_jax.data prepare cifar10 --data_dir DIR``.
+
+The validation split is held out of ``train`` deterministically from a seed; the RL reward
+set is drawn from it (``reward_subset``), never from ``test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import importlib.util
+import math
+import os
+import sys
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+PathLike = str | os.PathLike[str]
+
+IDX_FILES = {  # key -> (original file name, IDX magic number)
+    "train_images": ("train-images-idx3-ubyte.gz", 0x803),
+    "train_labels": ("train-labels-idx1-ubyte.gz", 0x801),
+    "test_images": ("t10k-images-idx3-ubyte.gz", 0x803),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", 0x801),
+}
+
+# SHA-256 of the original distribution files (the values TensorFlow Datasets uses).
+KNOWN_SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+}
+_IDX_SOURCES = {
+    "mnist": "https://storage.googleapis.com/cvdf-datasets/mnist/ (a mirror of the original)",
+    "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+}
+
+# Per-channel pixel mean / std (of x / 255) of each training set. Datasets not listed
+# are normalised with statistics computed from their training split.
+NORMALIZATION = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+DEFAULT_MAX_BYTES = 2**31  # larger (decoded, uint8) splits must be streamed with stream_tfds
+
+
+class DataError(ValueError):
+    """Data that is missing, corrupt or unknown; the message says what to do about it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """One split: ``images`` (N, H, W, C) float32, normalised; ``labels`` (N,) int32."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.labels):
+            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Train / validation (held out of train) / test, plus what a model needs to know."""
+
+    name: str
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, of pixels / 255, used to normalise
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+# --------------------------------------------------------------------------- IDX files
+
+
+def embedded_mnist_dir() -> Traversable:
+    """The original MNIST files shipped in the package (``purl_jax/_data/mnist``)."""
+    return files("purl_jax") / "_data" / "mnist"
+
+
+def load_idx_dataset(
+    directory: PathLike | Traversable, *, name: str = "mnist", verify_checksum: bool = True
+) -> dict[str, np.ndarray]:
+    """Read the four original IDX ``.gz`` files of an MNIST-layout dataset from ``directory``.
+
+    Returns uint8 ``train_images`` / ``test_images`` (N, H, W) and ``train_labels`` /
+    ``test_labels`` (N,). Every file is checked (gzip, magic number, header dimensions
+    against the data length, image and label counts); with ``verify_checksum`` its SHA-256
+    must also equal the original's, which needs ``name`` in ``KNOWN_SHA256``.
+    """
+    folder = directory if isinstance(directory, Traversable) else Path(directory)
+    where = f" Get the original files from {_IDX_SOURCES[name]}." if name in _IDX_SOURCES else ""
+    if verify_checksum and name not in KNOWN_SHA256:
+        raise DataError(
+            f"No known SHA-256 checksums for {name!r} (known: {', '.join(KNOWN_SHA256)}): "
+            "name one of those datasets (CLI: verify DIR --name NAME), or pass "
+            "verify_checksum=False to load the files unverified."
+        )
+    if not folder.is_dir():
+        raise DataError(f"IDX dataset folder {folder} does not exist.{where}")
+    arrays = {}
+    for key, (file_name, magic) in IDX_FILES.items():
+        path = folder / file_name
+        if not path.is_file():
+            raise DataError(f"Missing {file_name} in {folder}: {name} needs {_file_list()}.{where}")
+        raw = path.read_bytes()
+        arrays[key] = _parse_idx(_gunzip(raw, path, where), magic, path, where)
+        if verify_checksum:
+            digest, expected = hashlib.sha256(raw).hexdigest(), KNOWN_SHA256[name][file_name]
+            if digest != expected:
+                raise DataError(
+                    f"{path} is not the original {name} file: SHA-256 {digest}, expected "
+                    f"{expected} ({len(raw)} bytes read). Replace it.{where}"
+                )
+    for split in ("train", "test"):
+        n_images, n_labels = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+        if n_images != n_labels:
+            raise DataError(
+                f"{folder}: {split} has {n_images} images but {n_labels} labels; "
+                f"the files do not belong together.{where}"
+            )
+    return arrays
+
+
+def _file_list() -> str:
+    return ", ".join(file_name for file_name, _ in IDX_FILES.values())
+
+
+def _gunzip(raw: bytes, path: Traversable, where: str) -> bytes:
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(
+            f"{path} is not a complete gzip file ({e}): it is truncated or corrupt.{where}"
+        ) from e
+
+
+def _parse_idx(data: bytes, magic: int, path: Traversable, where: str) -> np.ndarray:
+    """Decode one uint8 IDX array: magic, big-endian int32 dims, then the raw bytes."""
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if found != magic:
+        shown = "nothing" if found is None else f"{found:#x}"
+        raise DataError(
+            f"{path}: IDX magic number is {shown}, expected {magic:#x} "
+            f"({'images' if magic == 0x803 else 'labels'}); it is not this kind of IDX file.{where}"
+        )
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated inside the IDX header ({len(data)} of {header} bytes).{where}")
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected, actual = math.prod(dims), len(data) - header
+    if actual != expected:
+        raise DataError(
+            f"{path}: truncated or corrupt: its IDX header declares shape {dims}, i.e. {expected} "
+            f"data bytes, but it holds {actual}.{where}"
+        )
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+# --------------------------------------------------------------------------- TFDS
+
+
+def _tfds() -> Any:
+    # Imported lazily: IDX loading and ``verify`` should not pay for (or need) tfds.
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def _prepare_command(name: str, data_dir: PathLike | None) -> str:
+    target = "" if data_dir is None else f" --data_dir {data_dir}"
+    return f"pip install 'purl-jax[prepare]' && python -m purl_jax.data prepare {name}{target}"
+
+
+def _tfds_builder(name: str, data_dir: PathLike | None) -> Any:
+    tfds = _tfds()
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as e:
+        raise DataError(
+            f"Unknown dataset {name!r}: not built in (mnist is embedded, fashion_mnist reads IDX "
+            "files from data_dir) and not a TFDS dataset prepared in "
+            f"{data_dir or 'the default TFDS folder'}. For a TFDS dataset, run once: "
+            f"{_prepare_command(name, data_dir)}"
+        ) from e
+
+
+def _tfds_split(builder: Any, split: str, data_dir: PathLike | None) -> Any:
+    try:
+        return builder.as_data_source(split=split)
+    except NotImplementedError as e:  # what tfds raises when no array_record files exist
+        raise DataError(
+            f"{builder.name!r} is not prepared in array_record format under {builder.data_dir}. "
+            f"Prepare it once (needs TensorFlow, in its own process): "
+            f"{_prepare_command(builder.name, data_dir)}"
+        ) from e
+
+
+def _read_source(source: Any, *, what: str, max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Load a whole fixed-shape split into memory, in chunks (``__getitems__`` is batched)."""
+    feature = source.dataset_info.features["image"]
+    shape, n = tuple(feature.shape), len(source)
+    if None in shape:
+        raise DataError(f"{what} has variable-size images {shape}: stream it with stream_tfds.")
+    if n * math.prod(shape) > max_bytes:
+        raise DataError(
+            f"{what} needs {n * math.prod(shape) / 2**30:.1f} GiB in memory, over max_bytes="
+            f"{max_bytes}: stream it with stream_tfds, or raise max_bytes."
+        )
+    images, labels = np.empty((n, *shape), np.uint8), np.empty(n, np.int32)
+    for start in range(0, n, 4096):
+        stop = min(n, start + 4096)
+        examples = source.__getitems__(list(range(start, stop)))
+        images[start:stop] = [e["image"] for e in examples]
+        labels[start:stop] = [e["label"] for e in examples]
+    return images, labels
+
+
+def load_tfds(
+    name: str, *, data_dir: PathLike | None, split: str, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load a prepared TFDS split whole: uint8 images (N, H, W, C) and int32 labels.
+
+    Reads ``array_record`` files through a tfds data source, without TensorFlow. ``data_dir``
+    None means TFDS's default folder. Splits over ``max_bytes`` raise: use ``stream_tfds``.
+    """
+    source = _tfds_split(_tfds_builder(name, data_dir), split, data_dir)
+    return _read_source(source, what=f"{name}[{split}]", max_bytes=max_bytes)
+
+
+def stream_tfds(
+    name: str,
+    *,
+    data_dir: PathLike | None,
+    split: str,
+    batch_size: int,
+    train: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    image_size: int = 224,
+    resize_size: int = 256,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of a large RGB TFDS split (ImageNet) as normalised float32 NHWC batches.
+
+    Statistics: ``NORMALIZATION[name]``, ImageNet's for unlisted names.
+    ``train``: shuffled, random-resized crop (scale 0.08-1, aspect 3/4-4/3) to ``image_size``
+    and random horizontal flip, incomplete last batch dropped. Otherwise in order: shorter
+    side resized to ``resize_size``, centre crop ``image_size``, every example kept.
+    Deterministic per (``seed``, ``epoch``).
+    """
+    source = _tfds_split(_tfds_builder(name, data_dir), split, data_dir)
+    mean, std = (np.asarray(s, np.float32) for s in NORMALIZATION.get(name, NORMALIZATION["imagenet2012"]))
+    rng = np.random.default_rng([seed, epoch])
+    n = len(source)
+    order = rng.permutation(n) if train else np.arange(n)
+    stop = n - n % batch_size if train else n
+    for start in range(0, stop, batch_size):
+        examples = source.__getitems__([int(i) for i in order[start : start + batch_size]])
+        if train:
+            crops = [_random_resized_crop(e["image"], image_size, rng) for e in examples]
+            flips = rng.random(len(crops)) < 0.5
+            crops = [c[:, ::-1] if f else c for c, f in zip(crops, flips)]
+        else:
+            crops = [_center_crop(e["image"], image_size, resize_size) for e in examples]
+        images = (np.stack(crops).astype(np.float32) / 255.0 - mean) / std
+        yield images, np.array([e["label"] for e in examples], np.int32)
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def _random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    height, width = image.shape[:2]
+    for _ in range(10):
+        area = height * width * rng.uniform(0.08, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w, h = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            return _resize(image[top : top + h, left : left + w], size, size)
+    return _resize(image, size, size)  # no valid crop found: the whole image, as torchvision
+
+
+def _center_crop(image: np.ndarray, size: int, resize_size: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = resize_size / min(height, width)
+    height, width = max(size, round(height * scale)), max(size, round(width * scale))
+    top, left = (height - size) // 2, (width - size) // 2
+    return _resize(image, height, width)[top : top + size, left : left + size]
+
+
+def _require_tensorflow() -> None:
+    if importlib.util.find_spec("tensorflow") is None:
+        raise DataError(
+            "Preparing TFDS datasets needs TensorFlow (loading them afterwards does not): "
+            "pip install 'purl-jax[prepare]', and prepare in its own process "
+            "(python -m purl_jax.data prepare NAME --data_dir DIR)."
+        )
+
+
+def prepare(name: str, *, data_dir: PathLike | None = None, manual_dir: PathLike | None = None) -> str:
+    """Download and prepare a TFDS dataset in ``array_record`` format (the one data sources read).
+
+    Needs TensorFlow; run it in its own process (the CLI), since importing TensorFlow before
+    rlax breaks rlax's import. ``manual_dir`` holds files TFDS cannot download itself
+    (ImageNet's tars) or offline copies of the raw files. Returns the prepared folder.
+    """
+    _require_tensorflow()
+    tfds = _tfds()
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return str(builder.data_dir)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: PathLike | None = None,
+    validation_size: int = 5000,
+    seed: int = 0,
+    source: Literal["auto", "idx", "tfds"] = "auto",
+    pad_to: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Splits:
+    """Train / validation / test as normalised float32 NHWC numpy arrays and int32 labels.
+
+    ``source="auto"`` reads IDX files for ``mnist`` (the embedded copy when ``data_dir`` is
+    None) and ``fashion_mnist`` (from ``data_dir`` or ``data_dir/fashion_mnist``), and TFDS
+    (``data_dir`` None = TFDS's default folder) for every other name. ``validation_size``
+    examples are held out of train by a permutation drawn from ``seed``. ``pad_to`` pads
+    images with black to a square size (e.g. 28 -> 32 for CIFAR-shaped models) before
+    normalising, so every split and the reward set get the same shape.
+    """
+    if source == "auto":
+        source = "idx" if name in KNOWN_SHA256 else "tfds"
+    if source == "idx":
+        train_x, train_y, test_x, test_y, num_classes = _load_idx_source(name, data_dir)
+    elif source == "tfds":
+        builder = _tfds_builder(name, data_dir)
+        train_x, train_y = _read_source(
+            _tfds_split(builder, "train", data_dir), what=f"{name}[train]", max_bytes=max_bytes
+        )
+        test_x, test_y = _read_source(
+            _tfds_split(builder, "test", data_dir), what=f"{name}[test]", max_bytes=max_bytes
+        )
+        num_classes = builder.info.features["label"].num_classes
+    else:
+        raise DataError(f"source must be 'auto', 'idx' or 'tfds', not {source!r}")
+    if pad_to is not None:
+        train_x, test_x = _pad(train_x, pad_to), _pad(test_x, pad_to)
+    if not 0 <= validation_size < len(train_y):
+        raise DataError(f"validation_size must be in [0, {len(train_y)}) for {name}, got {validation_size}")
+    permutation = np.random.default_rng(seed).permutation(len(train_y))
+    val_idx, train_idx = np.sort(permutation[:validation_size]), np.sort(permutation[validation_size:])
+    if name in NORMALIZATION:
+        mean, std = NORMALIZATION[name]
+    else:  # computed on the training part only, so validation and test stay unseen
+        pixels = train_x[train_idx]
+        mean = tuple((pixels.mean(axis=(0, 1, 2), dtype=np.float64) / 255).tolist())
+        std = tuple((pixels.std(axis=(0, 1, 2), dtype=np.float64) / 255).tolist())
+
+    def split(images: np.ndarray, labels: np.ndarray) -> Dataset:
+        return Dataset(_normalize(images, mean, std), labels.astype(np.int32))
+
+    return Splits(
+        name=name,
+        train=split(train_x[train_idx], train_y[train_idx]),
+        validation=split(train_x[val_idx], train_y[val_idx]),
+        test=split(test_x, test_y),
+        num_classes=int(num_classes),
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+
+
+def _load_idx_source(
+    name: str, data_dir: PathLike | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    if data_dir is None:
+        if name != "mnist":
+            raise DataError(
+                f"{name} is not embedded (only mnist is): pass data_dir=<folder with {_file_list()}>"
+                + (f", from {_IDX_SOURCES[name]}" if name in _IDX_SOURCES else "")
+                + ", or source='tfds' to read a prepared TFDS copy."
+            )
+        folder: Path | Traversable = embedded_mnist_dir()
+    else:
+        folder = Path(data_dir)
+        if not (folder / IDX_FILES["train_images"][0]).exists() and (folder / name).is_dir():
+            folder = folder / name
+    arrays = load_idx_dataset(folder, name=name, verify_checksum=name in KNOWN_SHA256)
+    train_y, test_y = arrays["train_labels"], arrays["test_labels"]
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    return arrays["train_images"][..., None], train_y, arrays["test_images"][..., None], test_y, num_classes
+
+
+def _pad(images: np.ndarray, size: int) -> np.ndarray:
+    height, width = images.shape[1:3]
+    if size < max(height, width):
+        raise DataError(f"pad_to={size} is smaller than the images ({height}x{width})")
+    top, left = (size - height) // 2, (size - width) // 2
+    return np.pad(images, ((0, 0), (top, size - height - top), (left, size - width - left), (0, 0)))
+
+
+def _normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    out = images.astype(np.float32)
+    out *= np.float32(1 / 255)
+    out -= np.asarray(mean, np.float32)
+    out /= np.asarray(std, np.float32)
+    return out
+
+
+def reward_subset(splits: Splits, n: int, seed: int) -> Dataset:
+    """``n`` validation examples drawn without replacement from ``seed`` (the RL reward set)."""
+    available = len(splits.validation)
+    if not 0 < n <= available:
+        raise DataError(
+            f"reward_subset needs 0 < n <= {available} (the validation size of {splits.name}), "
+            f"got n={n}: ask for fewer, or load with a larger validation_size."
+        )
+    idx = np.sort(np.random.default_rng(seed).choice(available, n, replace=False))
+    return Dataset(splits.validation.images[idx], splits.validation.labels[idx])
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random crop after zero padding (0 is the dataset mean once normalised), random flip."""
+
+    crop_padding: int = 0
+    flip: bool = True
+
+    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        batch, height, width = images.shape[:3]
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+            dy, dx = rng.integers(0, 2 * p + 1, size=(2, batch))
+            rows = (dy[:, None] + np.arange(height))[:, :, None]
+            cols = (dx[:, None] + np.arange(width))[:, None, :]
+            images = padded[np.arange(batch)[:, None, None], rows, cols]
+        if self.flip:
+            flipped = rng.random(batch) < 0.5
+            images = np.where(flipped[:, None, None, None], images[:, :, ::-1], images)
+        return images
+
+
+# CIFAR-style augmentation; fashion_mnist may use Augment(crop_padding=2), MNIST none.
+_DEFAULT_AUGMENT = {"cifar10": Augment(crop_padding=4), "cifar100": Augment(crop_padding=4)}
+
+
+def default_augment(name: str) -> Augment | None:
+    """The standard training augmentation of a dataset, or None (MNIST-like data)."""
+    return _DEFAULT_AUGMENT.get(name)
+
+
+def iterate_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    rng_seed: int,
+    epoch: int = 0,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+    augment: Augment | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of (images, labels) numpy batches, deterministic per (``rng_seed``, ``epoch``)."""
+    n = len(labels)
+    if len(images) != n:
+        raise DataError(f"{len(images)} images but {n} labels")
+    if batch_size < 1 or (drop_remainder and batch_size > n):
+        raise DataError(f"batch_size={batch_size} yields no batch from {n} examples")
+    rng = np.random.default_rng([rng_seed, epoch])
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    stop = n - n % batch_size if drop_remainder else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        batch = images[idx]
+        yield (batch if augment is None else augment(batch, rng)), labels[idx]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m purl_jax.data prepare NAME [--data_dir DIR]`` or ``verify DIR [--name NAME]``."""
+    parser = argparse.ArgumentParser(prog="python -m purl_jax.data", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    prep = commands.add_parser("prepare", help="prepare a TFDS dataset as array_record (needs TensorFlow)")
+    prep.add_argument("name")
+    prep.add_argument("--data_dir", help="TFDS data folder (default: TFDS's, ~/tensorflow_datasets)")
+    prep.add_argument("--manual_dir", help="folder with manually downloaded files (ImageNet tars)")
+    verify = commands.add_parser("verify", help="check an IDX folder against the original files' SHA-256")
+    verify.add_argument("directory")
+    verify.add_argument("--name", help=f"one of {', '.join(KNOWN_SHA256)} (default: the folder's name)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            prepared = prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
+            print(f"prepared {args.name} in {prepared}")
+        else:
+            name = args.name or Path(args.directory).resolve().name
+            arrays = load_idx_dataset(args.directory, name=name, verify_checksum=True)
+            print(
+                f"OK: {args.directory} holds the original {name} files (SHA-256 verified): "
+                f"{len(arrays['train_labels'])} train, {len(arrays['test_labels'])} test examples"
+            )
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

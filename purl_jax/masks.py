@@ -1,0 +1,343 @@
+"""Sparsity masks as pytrees shaped like the params.
+
+A mask tree has the params' structure: boolean arrays where a weight may be pruned
+(``True`` keeps it), ``None`` where the parameter stays dense. Unstructured masks cover
+the kernels of the prunable layers; structured (channel) masks are kept per
+``ChannelGroup`` as ``{group name: bool[size]}`` and expanded to a mask tree that also
+zeroes the channel's bias, batch-norm scale and shift, and the next layers' inputs, so a
+pruned channel contributes exactly zero everywhere it flows.
+
+Every function here is pure and jit-compatible in its array arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purl_jax.graph import Graph, Layer, Path
+
+Masks = Any  # a pytree like the params, bool leaves or None
+ChannelMasks = dict[str, jax.Array]  # group name -> bool[size]
+Ratios = float | Mapping[str, float]  # one value for all layers, or per layer name
+
+
+class MaskError(ValueError):
+    """A mask tree, ratio or channel mask that does not fit the model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskPolicy:
+    """Which layers may be pruned.
+
+    The first and last layers are excluded by default (they hold few weights and much of
+    the accuracy); ``exclude`` takes regular expressions matched against layer names
+    ("stage1_block1/conv1"). Channel groups are prunable when all their producers are.
+    """
+
+    exclude_first: bool = True
+    exclude_last: bool = True
+    exclude: tuple[str, ...] = ()
+
+    def prunable(self, graph: Graph) -> tuple[Layer, ...]:
+        layers = list(graph.layers)
+        skip = set()
+        if self.exclude_first and layers:
+            skip.add(layers[0].name)
+        if self.exclude_last and layers:
+            skip.add(layers[-1].name)
+        patterns = [re.compile(p) for p in self.exclude]
+        return tuple(
+            layer for layer in layers
+            if layer.name not in skip and not any(p.search(layer.name) for p in patterns)
+        )
+
+
+# -- tree helpers -----------------------------------------------------------------------
+
+def get_path(tree: Mapping, path: Path) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def set_path(tree: Mapping, path: Path, value: Any) -> dict:
+    """A copy of the nested dict ``tree`` with ``value`` at ``path``."""
+    head, *rest = path
+    new = dict(tree)
+    new[head] = set_path(tree[head], tuple(rest), value) if rest else value
+    return new
+
+
+def _is_none(x) -> bool:
+    return x is None
+
+
+def check_masks(params: Any, masks: Masks) -> None:
+    """Raises ``MaskError`` naming the first place where ``masks`` does not fit ``params``."""
+    p_leaves = dict(_flatten(params))
+    for path, mask in _flatten(masks, keep_none=True):
+        if mask is None:
+            continue
+        if path not in p_leaves:
+            raise MaskError(f"mask at {'/'.join(path)} has no matching parameter")
+        p = p_leaves[path]
+        if tuple(jnp.shape(mask)) != tuple(jnp.shape(p)):
+            raise MaskError(
+                f"mask at {'/'.join(path)} has shape {tuple(jnp.shape(mask))}, "
+                f"the parameter has shape {tuple(jnp.shape(p))}"
+            )
+        if jnp.result_type(mask) != jnp.bool_:
+            raise MaskError(f"mask at {'/'.join(path)} has dtype {jnp.result_type(mask)}, need bool")
+
+
+def _flatten(tree, keep_none: bool = False) -> list[tuple[Path, Any]]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none if keep_none else None)
+    return [(tuple(str(getattr(k, "key", k)) for k in p), leaf) for p, leaf in leaves]
+
+
+def apply_masks(params: Any, masks: Masks) -> Any:
+    """Zeroes pruned weights; parameters without a mask pass through."""
+    return jax.tree.map(
+        lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
+        masks, params, is_leaf=_is_none,
+    )
+
+
+def init_masks(params: Any, graph: Graph, policy: MaskPolicy = MaskPolicy()) -> Masks:
+    """All-true masks on the prunable kernels, ``None`` on every other parameter."""
+    masks = jax.tree.map(lambda _: None, params)
+    for layer in policy.prunable(graph):
+        masks = set_path(masks, layer.path, jnp.ones(get_path(params, layer.path).shape, bool))
+    return masks
+
+
+def masked_layers(masks: Masks, graph: Graph) -> tuple[Layer, ...]:
+    """The layers whose kernel carries a mask, in execution order."""
+    return tuple(layer for layer in graph.layers if _get_or_none(masks, layer.path) is not None)
+
+
+def _get_or_none(tree, path):
+    try:
+        return get_path(tree, path)
+    except (KeyError, TypeError):
+        return None
+
+
+# -- masks from magnitudes ------------------------------------------------------------
+
+def _check_ratio(ratio, what: str = "ratio") -> None:
+    if isinstance(ratio, (int, float)) and not 0.0 <= ratio <= 1.0:
+        raise MaskError(f"{what} must lie in [0, 1], got {ratio}")
+
+
+def magnitude_mask(kernel: jax.Array, ratio: float | jax.Array) -> jax.Array:
+    """Prunes exactly ``round(ratio * size)`` weights of smallest magnitude."""
+    _check_ratio(ratio)
+    flat = jnp.abs(kernel).reshape(-1)
+    k = jnp.round(jnp.asarray(ratio, jnp.float32) * flat.size).astype(jnp.int32)
+    ranks = jnp.argsort(jnp.argsort(flat, stable=True), stable=True)
+    return (ranks >= k).reshape(kernel.shape)
+
+
+def threshold_mask(kernel: jax.Array, alpha: float | jax.Array) -> jax.Array:
+    """PuRL's action: prunes weights with ``|w| < alpha * std(w)``."""
+    if isinstance(alpha, (int, float)) and alpha < 0:
+        raise MaskError(f"alpha must be non-negative, got {alpha}")
+    return jnp.abs(kernel) >= alpha * jnp.std(kernel)
+
+
+def _per_layer(values: Ratios, layers: Sequence[Layer], what: str) -> dict[str, Any]:
+    if isinstance(values, Mapping):
+        unknown = set(values) - {layer.name for layer in layers}
+        if unknown:
+            raise MaskError(
+                f"{what} given for layers that are not masked: {sorted(unknown)}; "
+                f"masked layers: {[layer.name for layer in layers]}"
+            )
+        out = {layer.name: values[layer.name] for layer in layers if layer.name in values}
+    else:
+        out = {layer.name: values for layer in layers}
+    for name, value in out.items():
+        _check_ratio(value, f"{what} of {name}")
+    return out
+
+
+def magnitude_masks(params: Any, masks: Masks, graph: Graph, ratios: Ratios) -> Masks:
+    """Per-layer magnitude pruning of the masked layers (uniform when ``ratios`` is a float)."""
+    layers = masked_layers(masks, graph)
+    for name, ratio in _per_layer(ratios, layers, "ratio").items():
+        layer = graph.layer(name)
+        masks = set_path(masks, layer.path, magnitude_mask(get_path(params, layer.path), ratio))
+    return masks
+
+
+def global_magnitude_masks(
+    params: Any, masks: Masks, graph: Graph, sparsity: float | jax.Array,
+    min_keep_fraction: float = 0.0,
+) -> Masks:
+    """One magnitude threshold over all masked layers, pruning ``sparsity`` of their weights.
+
+    ``min_keep_fraction`` > 0 is the minimum-threshold variant: each layer keeps at least
+    that share of the masked weights of the whole network (its largest ones), so no
+    layer collapses; the global threshold then allocates the rest.
+    """
+    _check_ratio(sparsity, "sparsity")
+    layers = masked_layers(masks, graph)
+    if not layers:
+        raise MaskError("no masked layers to prune")
+    kernels = [jnp.abs(get_path(params, layer.path)).reshape(-1) for layer in layers]
+    total = sum(k.size for k in kernels)
+    reserve = int(round(min_keep_fraction * total))
+    scores = []
+    for k in kernels:
+        m = min(reserve, k.size)
+        if m:  # the m largest weights of the layer are always kept
+            top = jnp.argsort(jnp.argsort(-k, stable=True), stable=True) < m
+            k = jnp.where(top, jnp.inf, k)
+        scores.append(k)
+    flat = jnp.concatenate(scores)
+    n_prune = jnp.round(jnp.asarray(sparsity, jnp.float32) * total).astype(jnp.int32)
+    ranks = jnp.argsort(jnp.argsort(flat, stable=True), stable=True)
+    keep = ranks >= n_prune
+    start = 0
+    for layer, k in zip(layers, kernels):
+        shape = get_path(params, layer.path).shape
+        masks = set_path(masks, layer.path, keep[start:start + k.size].reshape(shape))
+        start += k.size
+    return masks
+
+
+# -- structured (channel) masks ---------------------------------------------------------
+
+def prunable_groups(graph: Graph, policy: MaskPolicy = MaskPolicy()):
+    names = {layer.name for layer in policy.prunable(graph)}
+    return tuple(g for g in graph.groups if all(p in names for p in g.producers))
+
+
+def init_channel_masks(graph: Graph, policy: MaskPolicy = MaskPolicy()) -> ChannelMasks:
+    """All channels kept, for every group whose producer layers are all prunable."""
+    return {g.name: jnp.ones(g.size, bool) for g in prunable_groups(graph, policy)}
+
+
+def _flat_keep(graph: Graph, channel_masks: ChannelMasks) -> jax.Array:
+    parts = []
+    known = {g.name for g in graph.groups}
+    unknown = set(channel_masks) - known
+    if unknown:
+        raise MaskError(f"no channel groups named {sorted(unknown)}; groups: {sorted(known)}")
+    for g in graph.groups:
+        m = channel_masks.get(g.name)
+        if m is None:
+            parts.append(jnp.ones(g.size, bool))
+            continue
+        if jnp.shape(m) != (g.size,):
+            raise MaskError(f"channel mask for {g.name} has shape {jnp.shape(m)}, need ({g.size},)")
+        parts.append(jnp.asarray(m, bool))
+    parts.append(jnp.ones(1, bool))  # index -1: positions outside any group stay
+    return jnp.concatenate(parts)
+
+
+def channel_masks_to_masks(
+    params: Any, graph: Graph, channel_masks: ChannelMasks, base: Masks | None = None
+) -> Masks:
+    """Expands channel masks to a mask tree over kernels, biases and batch-norm params.
+
+    ``base`` (an unstructured mask tree) is combined with the result, so a layer can
+    be pruned both ways.
+    """
+    flat = _flat_keep(graph, channel_masks)
+    groups = {g.name for g in graph.groups if g.name in channel_masks}
+    live = np.zeros(graph.num_channels + 1, bool)
+    for g in graph.groups:
+        if g.name in groups:
+            live[g.offset:g.offset + g.size] = True
+    masks = base if base is not None else jax.tree.map(lambda _: None, params)
+    for path, axes in graph.axis_channels.items():
+        if path[0] != "params" or not any(live[idx].any() for _, idx in axes):
+            continue
+        leaf_path = path[1:]
+        shape = get_path(params, leaf_path).shape
+        mask = jnp.ones(shape, bool)
+        for axis, idx in axes:
+            bshape = [1] * len(shape)
+            bshape[axis] = shape[axis]
+            mask = mask & flat[idx].reshape(bshape)
+        old = _get_or_none(masks, leaf_path)
+        masks = set_path(masks, leaf_path, mask if old is None else old & mask)
+    return masks
+
+
+def channel_scores(params: Any, graph: Graph, group_name: str) -> jax.Array:
+    """L1 norm of each channel's producer weights, summed over the group's producers."""
+    group = graph.group(group_name)
+    score = jnp.zeros(group.size)
+    for name in group.producers:
+        layer = graph.layer(name)
+        kernel = jnp.abs(get_path(params, layer.path))
+        per_out = kernel.reshape(-1, kernel.shape[-1]).sum(0)
+        (axis, idx), = [(a, i) for a, i in graph.axis_channels[("params", *layer.path)]
+                        if a == kernel.ndim - 1]
+        sel = idx - group.offset
+        inside = (sel >= 0) & (sel < group.size)
+        score = score.at[np.where(inside, sel, group.size)].add(per_out, mode="drop")
+    return score
+
+
+def l1_channel_masks(
+    params: Any, graph: Graph, channel_masks: ChannelMasks, ratios: Ratios
+) -> ChannelMasks:
+    """Prunes the ``ratio`` share of each group's channels with the smallest L1 norm
+    (Li et al. 2017); at least one channel per group survives."""
+    out = {}
+    if isinstance(ratios, Mapping):
+        unknown = set(ratios) - set(channel_masks)
+        if unknown:
+            raise MaskError(f"ratios given for unknown channel groups {sorted(unknown)}")
+    for name in channel_masks:
+        ratio = ratios.get(name, 0.0) if isinstance(ratios, Mapping) else ratios
+        _check_ratio(ratio, f"ratio of {name}")
+        score = channel_scores(params, graph, name)
+        n_prune = jnp.minimum(jnp.round(ratio * score.size), score.size - 1).astype(jnp.int32)
+        ranks = jnp.argsort(jnp.argsort(score, stable=True), stable=True)
+        out[name] = ranks >= n_prune
+    return out
+
+
+# -- summaries ---------------------------------------------------------------------------
+
+def summary(params: Any, masks: Masks, graph: Graph) -> dict[str, Any]:
+    """Per-layer and global sparsity, kept parameters and MACs (plain Python numbers)."""
+    check_masks(params, masks)
+    layers = {}
+    pruned_total = masked_total = 0
+    kept_macs = 0
+    for layer in graph.layers:
+        mask = _get_or_none(masks, layer.path)
+        kept = layer.params if mask is None else int(jnp.sum(mask))
+        if mask is not None:
+            masked_total += layer.params
+            pruned_total += layer.params - kept
+        kept_macs += layer.positions * kept
+        layers[layer.name] = {
+            "params": layer.params, "kept": kept, "sparsity": 1.0 - kept / layer.params,
+            "masked": mask is not None,
+        }
+    total = sum(int(np.prod(jnp.shape(p))) for p in jax.tree.leaves(params))
+    kept_params = total - sum(
+        int(np.prod(jnp.shape(m))) - int(jnp.sum(m)) for m in jax.tree.leaves(masks)
+    )
+    return {
+        "layers": layers,
+        "sparsity": pruned_total / masked_total if masked_total else 0.0,
+        "params": total,
+        "kept_params": kept_params,
+        "macs": graph.dense_macs,
+        "kept_macs": kept_macs,
+    }
+

@@ -1,0 +1,52 @@
+"""Shared fixtures: small built models with concrete variables."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from purl_jax.graph import analyze
+from purl_jax.models import get_model
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Small inputs keep every model quick on a CPU while exercising all its layers.
+SMALL_INPUTS = {
+    "lenet_300_100": (28, 28, 1), "lenet5": (28, 28, 1),
+    "vgg11": (32, 32, 3), "vgg13": (32, 32, 3), "vgg16": (32, 32, 3), "vgg19": (32, 32, 3),
+    "resnet20": (32, 32, 3), "resnet32": (32, 32, 3), "resnet56": (32, 32, 3),
+    "resnet18": (64, 64, 3), "resnet34": (64, 64, 3), "resnet50": (64, 64, 3),
+    "mobilenet_v2": (64, 64, 3),
+}
+
+
+@functools.cache
+def built(name: str, num_classes: int = 10):
+    """(model, variables, graph, input_shape) with random but fixed variables.
+
+    Batch-norm statistics and scales are randomised so that masking mistakes cannot hide
+    behind zero means or unit variances.
+    """
+    shape = SMALL_INPUTS[name]
+    model = get_model(name, num_classes=num_classes)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *shape)))
+    leaves, treedef = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    leaves = [
+        leaf if leaf.ndim > 1 else jnp.abs(jax.random.normal(k, leaf.shape)) + 0.5
+        for k, leaf in zip(keys, leaves)
+    ]
+    variables = jax.tree.unflatten(treedef, leaves)
+    graph = analyze(model, variables, shape)
+    return model, variables, graph, shape
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared data folder {SHARED_DATA} (present in CI, not in a user's clone)")
+    return SHARED_DATA

@@ -1,0 +1,63 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import built
+from purl_jax import budgets as B
+from purl_jax import masks as M
+
+
+def test_params_cost_counts_every_parameter():
+    _, v, graph, _ = built("lenet5")
+    masks = M.init_masks(v["params"], graph)
+    cost = B.params_cost(v["params"])
+    assert float(cost(masks)) == 1.0
+    pruned = M.magnitude_masks(v["params"], masks, graph, {"fc1": 0.5})
+    assert float(B.params_cost(v["params"], relative=False)(pruned)) == 431_080 - 200_000
+
+
+def test_flops_cost_counts_removed_inputs_of_the_next_layer():
+    _, v, graph, _ = built("lenet5")
+    cm = {"conv1": jnp.arange(20) < 10}  # half of conv1's channels
+    masks = M.channel_masks_to_masks(v["params"], graph, cm)
+    macs = float(B.flops_cost(graph, relative=False)(masks))
+    conv1, conv2, fc1, fc2 = graph.layers
+    expected = conv1.macs / 2 + conv2.macs / 2 + fc1.macs + fc2.macs
+    assert macs == pytest.approx(expected)
+    assert float(B.flops_cost(graph)(masks)) == pytest.approx(expected / graph.dense_macs)
+
+
+def test_latency_cost_times_the_model_and_caches_per_architecture():
+    model, v, graph, shape = built("lenet5")
+    calls = []
+
+    def build(masks):
+        calls.append(1)
+        return (lambda: jnp.ones(3)), ()
+
+    cost = B.latency_cost(model, v, shape, batch_size=4, repeats=2, build=build)
+    masks = M.init_masks(v["params"], graph)
+    assert cost(masks) > 0
+    cost(masks)
+    assert len(calls) == 2  # dense reference once, these masks once
+    real = B.latency_cost(model, v, shape, batch_size=4, repeats=2, relative=False)
+    assert real(masks) > 0
+
+
+def test_user_cost_is_checked_and_nan_names_it():
+    _, v, graph, _ = built("lenet5")
+    masks = M.init_masks(v["params"], graph)
+
+    def my_cost(masks):
+        return float("nan")
+
+    with pytest.raises(B.BudgetError, match="my_cost returned nan"):
+        B.get_cost(my_cost)(masks)
+    with pytest.raises(B.BudgetError, match="one number"):
+        B.get_cost(lambda m: np.ones(3))(masks)
+    assert B.get_cost(lambda m: 0.25)(masks) == 0.25
+
+
+def test_unknown_cost_name():
+    with pytest.raises(B.BudgetError, match="unknown cost 'energy'"):
+        B.get_cost("energy")

@@ -1,11 +1,16 @@
 """The ``purl-jax`` command: a thin layer over importable functions.
 
-    purl-jax models                      the model zoo: parameters, MACs, channel groups
+    purl-jax models                                   the model zoo: parameters, MACs, channel groups
+    purl-jax train --config configs/X.py --workdir D  train a dense model (resumes from D)
+    purl-jax prune --config configs/X.py --workdir D  prune with the config's algorithm
+
+``train`` and ``prune`` take Flax-examples-style overrides: ``--config.train.epochs=2``.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +45,44 @@ def _models(argv: list[str]) -> None:
               f"{r['macs'] / 1e6:>10.1f}{r['layers']:>8}{r['groups']:>8}")
 
 
-COMMANDS = {"models": _models}
+def parse_config_flags(argv: list[str]):
+    """(config, workdir) from ``--config FILE [--config.a.b=v ...] --workdir DIR``.
+
+    A fresh absl ``FlagValues`` per call, so ``run`` can be called repeatedly in-process.
+    """
+    from absl import flags
+    from ml_collections import config_flags
+
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "a configs/*.py file", flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "folder for checkpoints and metrics", flag_values=values)
+    try:
+        with warnings.catch_warnings():  # ml_collections loads the config file with load_module()
+            warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+            values(argv)
+        if values.config is None or not values.workdir:
+            raise flags.Error("--config and --workdir are required")
+    except (flags.Error, AttributeError) as e:  # AttributeError: --config.<unknown field>
+        print(f"error: {e}\nusage: purl-jax {argv[0]} --config configs/X.py --workdir DIR "
+              "[--config.train.epochs=N ...]", file=sys.stderr)
+        raise SystemExit(2) from e
+    return values.config, values.workdir
+
+
+def _train(argv: list[str]) -> None:
+    from purl_jax.train import train_and_evaluate
+
+    train_and_evaluate(*parse_config_flags(argv))
+
+
+def _prune(argv: list[str]) -> None:
+    from purl_jax.search import prune  # imported late: the training CLI does not need it
+
+    prune(*parse_config_flags(argv))
+
+
+COMMANDS = {"models": _models, "train": _train, "prune": _prune}
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -5,19 +5,23 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from purl_jax.models.common import Widths, width
+
 
 class LeNet300100(nn.Module):
     """Fully connected 784-300-100-10 (266,610 parameters on 28x28x1 input)."""
 
     num_classes: int = 10
     features: tuple[int, ...] = (300, 100)
+    widths: Widths = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train  # no batch norm or dropout
         x = x.reshape((x.shape[0], -1))
-        for i, width in enumerate(self.features):
-            x = nn.relu(nn.Dense(width, name=f"fc{i + 1}")(x))
+        for i, features in enumerate(self.features):
+            name = f"fc{i + 1}"
+            x = nn.relu(nn.Dense(width(self.widths, name, features), name=name)(x))
         return nn.Dense(self.num_classes, name=f"fc{len(self.features) + 1}")(x)
 
 
@@ -30,11 +34,13 @@ class LeNet5(nn.Module):
 
     num_classes: int = 10
     features: tuple[int, int, int] = (20, 50, 500)
+    widths: Widths = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train
-        c1, c2, f1 = self.features
+        c1, c2, f1 = (width(self.widths, n, f) for n, f in zip(("conv1", "conv2", "fc1"),
+                                                                  self.features))
         x = nn.relu(nn.Conv(c1, (5, 5), padding="VALID", name="conv1")(x))
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(nn.Conv(c2, (5, 5), padding="VALID", name="conv2")(x))

@@ -1,0 +1,135 @@
+"""Constrained RL pruning vs global magnitude pruning at the same kept-params budget, LeNet-5 / MNIST.
+
+    purl-jax train --config configs/lenet5_mnist_constrained.py --workdir runs/lenet5_dense
+    python benchmarks/constrained_lenet5.py --dense runs/lenet5_dense --workdir runs/constrained_bench \
+        --budgets 0.1 0.05 --seeds 0 1 2 --iterations 30 --finetune_epochs 1
+
+For every (budget, seed): the constrained search (``configs/lenet5_mnist_constrained.py``
+with ``iterations``), and global magnitude pruning of the same layers at the sparsity that
+meets the same budget; both fine-tuned identically (``config.finetune`` with
+``finetune_epochs``, seed = the seed) and tested. Writes ``results.json`` (one row per run,
+with the measured cost and whether it meets the budget), ``front.png`` (test accuracy
+against kept params) and each search's ``training.png`` / ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from purl_jax import baselines, constrained as c, train
+from purl_jax.budgets import get_cost
+from purl_jax.data import reward_subset
+from purl_jax.evaluator import Evaluator
+from purl_jax.masks import MaskPolicy, init_masks, masked_layers
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py"
+
+
+def load_config():
+    spec = importlib.util.spec_from_file_location("cfg", CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def global_sparsity_for(budget: float, params, base, graph) -> float:
+    """The masked-weight sparsity whose kept parameters (of all) equal ``budget``."""
+    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    masked = sum(layer.params for layer in masked_layers(base, graph))
+    return min((1.0 - budget) * total / masked + 1e-6, 1.0 - 1e-6)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dense", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.05])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--finetune_epochs", type=int, default=1)
+    args = ap.parse_args()
+
+    config = load_config()
+    config.dense_checkpoint = args.dense
+    config.finetune.epochs = args.finetune_epochs
+    config.prune.update(iterations=args.iterations, progress=False)
+    root = Path(args.workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    model, _, splits, graph = train.setup(config)
+    variables = train.load_dense(config, root)
+    params = variables["params"]
+    base = init_masks(params, graph, MaskPolicy(**dict(config.mask_policy)))
+    cost_fn = get_cost("params", variables=variables)
+    problem = c.make_problem(params, graph, base)
+    reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
+    ev = Evaluator(model, variables, reward.images, reward.labels, graph=graph)
+    score = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
+    dense_test = train.evaluate_dataset(model, variables, splits.test)["accuracy"]
+
+    out = root / "results.json"
+    rows = json.loads(out.read_text()) if out.exists() else []
+    done = {(r["method"], r["budget"], r["seed"]) for r in rows}
+    for budget in args.budgets:
+        for seed in args.seeds:
+            runs = {}
+            if ("constrained", budget, seed) not in done:
+                res = c.search(problem, cost_fn, score, c.search_config(config.prune, budget, seed),
+                               root / f"search_b{budget:g}_s{seed}", progress=True)
+                runs["constrained"] = (res.masks, dict(fractions=res.fractions))
+            if ("global_magnitude", budget, seed) not in done:
+                s = global_sparsity_for(budget, params, base, graph)
+                runs["global_magnitude"] = (baselines.global_magnitude(params, base, graph, s),
+                                            dict(sparsity=s))
+            for method, (masks, extra) in runs.items():
+                cost = cost_fn(masks)
+                before = float(ev.evaluate(masks).accuracy)
+                tuned, _ = train.fit(model, variables, splits, config.finetune, masks=masks, seed=seed,
+                                     desc=f"finetune {method} b={budget:g} s={seed}")
+                test = train.evaluate_dataset(model, tuned, splits.test, masks=masks)["accuracy"]
+                rows.append(dict(method=method, budget=budget, seed=seed, cost=cost,
+                                 meets_budget=cost <= budget, reward_accuracy_before_finetune=before,
+                                 test_accuracy=test, dense_test_accuracy=dense_test, **extra))
+                out.write_text(json.dumps(rows, indent=2) + "\n")
+                print(json.dumps({k: v for k, v in rows[-1].items() if k != "fractions"}))
+    plot(rows, root / "front.png")
+    summarize(rows)
+
+
+def plot(rows, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for method, marker in (("constrained", "o"), ("global_magnitude", "s")):
+        rs = [r for r in rows if r["method"] == method]
+        ax.scatter([100 * r["cost"] for r in rs], [100 * r["test_accuracy"] for r in rs],
+                   marker=marker, label=method, alpha=0.7)
+    ax.set(xlabel="kept parameters (% of dense)", ylabel="test accuracy (%)",
+           title="LeNet-5 / MNIST after fine-tuning")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summarize(rows) -> None:
+    print("| budget | method | seeds | kept params (max) | all meet budget | test acc. mean +- std |")
+    print("|---|---|---|---|---|---|")
+    for budget in sorted({r["budget"] for r in rows}, reverse=True):
+        for method in ("constrained", "global_magnitude"):
+            rs = [r for r in rows if r["budget"] == budget and r["method"] == method]
+            if rs:
+                acc = np.array([r["test_accuracy"] for r in rs]) * 100
+                print(f"| {budget:g} | {method} | {len(rs)} | {max(r['cost'] for r in rs):.4f} | "
+                      f"{all(r['meets_budget'] for r in rs)} | {acc.mean():.2f} +- {acc.std():.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""ResNet-20 on Fashion-MNIST (28x28; the net ends in global average pooling).
+
+    purl-jax train --config configs/resnet20_fmnist.py --workdir runs/resnet20_fmnist \
+        --config.data_dir=../shared/data/fashion_mnist
+
+``data_dir``: a folder with the four original Fashion-MNIST ``*-ubyte.gz`` files (the
+path above is only an example). Expected: >= 92% test accuracy after 12 epochs
+(SGD-Nesterov, cosine, random crop (2 px) + flip). Not yet measured: 12 epochs take
+hours on the shared 2-core CPU (2-6 s per step); see BENCHMARKS.md.
+"""
+
+from purl_jax.train import base_config
+
+
+def get_config():
+    c = base_config(augment=dict(crop_padding=2, flip=True))
+    c.model = "resnet20"
+    c.dataset = "fashion_mnist"
+    c.data_dir = "../shared/data/fashion_mnist"
+    c.train.update(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True,
+                   weight_decay=5e-4, schedule="cosine", warmup_epochs=1, epochs=12,
+                   batch_size=128, label_smoothing=0.0, checkpoint_every_steps=200)
+    c.finetune.update(c.train.to_dict())
+    c.finetune.update(learning_rate=0.01, warmup_epochs=0, epochs=3)
+    return c

@@ -1,0 +1,70 @@
+"""Magnitude-pruning baselines at a given sparsity of the masked weights.
+
+Uniform (the same ratio in every layer), global (one threshold over all layers), global
+with a minimum share kept per layer (no layer collapse; Gupta et al. 2022's default
+0.05% of the network's masked weights), and random per-layer allocation (random ratios
+scaled so the overall sparsity is the target, magnitude within each layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from purl_jax.graph import Graph
+from purl_jax.masks import Masks, MaskError, global_magnitude_masks, magnitude_masks, masked_layers
+
+Baseline = Callable[..., Masks]
+
+
+def _check(sparsity: float) -> None:
+    if not 0.0 < sparsity < 1.0:
+        raise MaskError(f"target sparsity must lie in (0, 1), got {sparsity}")
+
+
+def uniform(params: Any, masks: Masks, graph: Graph, sparsity: float, **_) -> Masks:
+    _check(sparsity)
+    return magnitude_masks(params, masks, graph, float(sparsity))
+
+
+def global_magnitude(params: Any, masks: Masks, graph: Graph, sparsity: float, **_) -> Masks:
+    _check(sparsity)
+    return global_magnitude_masks(params, masks, graph, sparsity)
+
+
+def global_min(params: Any, masks: Masks, graph: Graph, sparsity: float, *,
+               min_keep_fraction: float = 0.0005, **_) -> Masks:
+    _check(sparsity)
+    return global_magnitude_masks(params, masks, graph, sparsity, min_keep_fraction=min_keep_fraction)
+
+
+def random_ratios(sizes: np.ndarray, sparsity: float, seed: int) -> np.ndarray:
+    """Per-layer ratios ``min(cap, c * u)``, ``u ~ U(0, 1)``, with ``c`` bisected so the
+    size-weighted mean is ``sparsity``; every layer keeps at least one weight."""
+    sizes = np.asarray(sizes, np.float64)
+    u = np.random.default_rng(seed).uniform(0.05, 1.0, len(sizes))
+    cap = 1.0 - 1.0 / sizes
+    if sparsity > (cap * sizes).sum() / sizes.sum():
+        raise MaskError(f"sparsity {sparsity} leaves less than one weight per layer")
+    lo, hi = 0.0, 1.0 / u.min()
+    for _ in range(100):
+        c = (lo + hi) / 2
+        lo, hi = (c, hi) if (np.minimum(cap, c * u) * sizes).sum() < sparsity * sizes.sum() else (lo, c)
+    return np.minimum(cap, hi * u)
+
+
+def random_allocation(params: Any, masks: Masks, graph: Graph, sparsity: float, *,
+                      seed: int = 0, **_) -> Masks:
+    _check(sparsity)
+    layers = masked_layers(masks, graph)
+    ratios = random_ratios(np.array([l.params for l in layers]), sparsity, seed)
+    return magnitude_masks(params, masks, graph, {l.name: float(r) for l, r in zip(layers, ratios)})
+
+
+BASELINES: dict[str, Baseline] = {
+    "uniform": uniform,
+    "global": global_magnitude,
+    "global_min": global_min,
+    "random": random_allocation,
+}

@@ -1,0 +1,601 @@
+"""Constrained RL pruning (Malik et al., ICPR 2022): maximise accuracy s.t. cost <= budget.
+
+An episode visits the prunable layers first to last, one step each. The action is the
+fraction of the layer's weights to prune, by magnitude inside the layer (``"layer"``),
+or one keep value per output channel of a channel group (``"channel"``: structured;
+values below 0.5 are pruned). The state is the layer's static features (shared with the
+PuRL environment, ``env.layer_features``) and the sum of the previous actions. At the end
+of the episode the reward is the accuracy on a held-out reward set (validation split) and
+the cost is any budget function of the masks (kept params, FLOPs, measured latency, a
+user callable), relative to the dense model. ``N`` environments run in parallel (vmap);
+their ``N`` end-of-episode candidates are scored by one ``evaluate_stacked`` call.
+
+Feasibility is guaranteed, not only expected:
+
+* before the search, the cost with every prunable weight (channel) pruned as far as
+  allowed is measured; a budget below it is a ``BudgetError``;
+* ``feasibility="clamp"`` bounds each action from below, AMC-style, so that a linear
+  model of the cost (per-step cost reductions, probed once) stays reachable by the
+  remaining steps;
+* the returned masks are *projected*: if their measured cost is over budget, every
+  layer is moved towards its maximum pruning by bisection on the measured cost, whose
+  feasible end point was verified up front. Each returned mask's cost is measured, so
+  non-linear (channel FLOPs) and non-monotone (latency) costs are handled as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import trange
+
+from purl_jax.budgets import BudgetError, CostFn
+from purl_jax.env import layer_features
+from purl_jax.graph import Graph
+from purl_jax.masks import (
+    Masks, MaskPolicy, channel_masks_to_masks, get_path, masked_layers, prunable_groups, set_path,
+)
+from purl_jax.ppo_lagrangian import AgentState, PPOConfig, PPOLagrangian, Transition
+
+ACTIONS = ("layer", "channel")
+FEASIBILITY = ("clamp", "project")
+ScoreFn = Callable[[Masks], np.ndarray]  # stacked masks [K, ...] -> accuracy[K]
+
+
+# -- the problem: what one step prunes ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """The static side of a search: per-step features, limits and the mask builder.
+
+    ``build(fractions[L], scores[L, G]) -> masks`` is pure and vmappable; ``scores`` are
+    the channel keep values (ignored for layer actions).
+    """
+
+    names: tuple[str, ...]
+    features: np.ndarray  # float32[L, F]
+    max_fractions: np.ndarray  # float32[L]: largest prunable share of each step
+    sizes: np.ndarray  # int[L]: channels per group (1 for layer actions)
+    action: str
+    build: Callable[[jax.Array, jax.Array], Masks]
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.names)
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.sizes.max())
+
+
+def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = "layer",
+                 policy: MaskPolicy = MaskPolicy(), max_fraction: float = 1.0) -> Problem:
+    """Layer actions prune the masked layers of ``base_masks`` by magnitude; channel
+    actions prune the prunable channel groups of ``policy`` (one channel always stays)."""
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+    if not 0.0 < max_fraction <= 1.0:
+        raise ValueError(f"max_fraction must lie in (0, 1], got {max_fraction}")
+    if action == "layer":
+        layers = masked_layers(base_masks, graph)
+        if not layers:
+            raise BudgetError("no masked layers: the mask policy leaves nothing to prune")
+        # magnitude ranks never change, so a mask is one comparison per layer
+        ranks = [jnp.argsort(jnp.argsort(jnp.abs(get_path(params, l.path)).reshape(-1), stable=True),
+                             stable=True).reshape(l.kernel_shape) for l in layers]
+
+        def build(fractions, scores):
+            masks = base_masks
+            for i, (layer, rank) in enumerate(zip(layers, ranks)):
+                k = jnp.round(fractions[i] * rank.size).astype(jnp.int32)
+                masks = set_path(masks, layer.path, rank >= k)
+            return masks
+
+        return Problem(tuple(l.name for l in layers), layer_features(graph, layers),
+                       np.full(len(layers), max_fraction, np.float32), np.ones(len(layers), int),
+                       action, build)
+
+    groups = prunable_groups(graph, policy)
+    if not groups:
+        raise BudgetError("no prunable channel groups under this mask policy")
+    sizes = np.array([g.size for g in groups])
+
+    def build(fractions, scores):
+        channel_masks = {}
+        for i, g in enumerate(groups):
+            s = scores[i, :g.size]
+            k = jnp.round(fractions[i] * g.size).astype(jnp.int32)
+            channel_masks[g.name] = jnp.argsort(jnp.argsort(s, stable=True), stable=True) >= k
+        return channel_masks_to_masks(params, graph, channel_masks)
+
+    feats = layer_features(graph, [graph.layer(g.producers[0]) for g in groups])
+    return Problem(tuple(g.name for g in groups), feats,
+                   np.minimum(max_fraction, (sizes - 1) / sizes).astype(np.float32), sizes,
+                   action, build)
+
+
+class CostModel(NamedTuple):
+    """Measured cost probes: dense, each step alone at its maximum, all at the maximum."""
+
+    dense: float
+    reductions: np.ndarray  # float32[L]: dense - cost with only step i pruned to its max
+    floor: float
+    floor_fractions: np.ndarray
+
+
+def probe_costs(problem: Problem, cost_fn: CostFn) -> CostModel:
+    """L + 2 cost evaluations giving the linear model the action clamp uses."""
+    scores = jnp.zeros((problem.num_steps, problem.action_dim))
+    build = jax.jit(problem.build)
+    measure = lambda f: cost_fn(build(jnp.asarray(f, jnp.float32), scores))
+    zeros = np.zeros(problem.num_steps, np.float32)
+    dense = measure(zeros)
+    reductions = []
+    for i in range(problem.num_steps):
+        f = zeros.copy()
+        f[i] = problem.max_fractions[i]
+        reductions.append(max(dense - measure(f), 0.0))
+    floor = measure(problem.max_fractions)
+    return CostModel(dense, np.asarray(reductions, np.float32), floor, problem.max_fractions)
+
+
+def check_budget(model: CostModel, budget: float, cost_name: str = "cost") -> None:
+    """A clear error before any search when no mask can meet ``budget``."""
+    if not math.isfinite(budget):
+        raise BudgetError(f"budget must be finite, got {budget}")
+    if model.floor > budget:
+        raise BudgetError(
+            f"budget {budget:g} on {cost_name} is unreachable: pruning everything the mask policy "
+            f"allows still costs {model.floor:.4g} (dense: {model.dense:.4g}). Raise the budget, or "
+            "allow more layers (mask_policy: exclude_first / exclude_last / exclude).")
+
+
+# -- the environment: pure functions, vmapped over envs --------------------------------
+
+class EnvParams(NamedTuple):
+    features: jax.Array  # [L, F]
+    reductions: jax.Array  # [L]
+    max_fractions: jax.Array  # [L]
+    sizes: jax.Array  # [L] float
+    need: jax.Array  # dense cost - budget: the reduction the episode must reach
+    upper: jax.Array  # the action clip of this iteration
+    clamp: jax.Array  # 1.0: AMC-style lower bound on, 0.0: off
+
+
+class EnvState(NamedTuple):
+    step: jax.Array  # int32
+    fractions: jax.Array  # [L]
+    scores: jax.Array  # [L, G] channel keep values
+
+
+def env_reset(num_steps: int, action_dim: int) -> EnvState:
+    return EnvState(jnp.zeros((), jnp.int32), jnp.zeros(num_steps), jnp.zeros((num_steps, action_dim)))
+
+
+def observe(p: EnvParams, s: EnvState) -> jax.Array:
+    """[features of the current layer, sum of previous actions / L]."""
+    num_steps = p.features.shape[0]
+    layer = jnp.minimum(s.step, num_steps - 1)
+    return jnp.concatenate([p.features[layer], (s.fractions.sum() / num_steps)[None]])
+
+
+def action_fraction(action: jax.Array, size: jax.Array) -> jax.Array:
+    """Layer actions (dim 1): the fraction itself. Channel actions: the share of the
+    group's channels whose keep value is below 0.5."""
+    if action.shape[-1] == 1:
+        return action[0]
+    valid = jnp.arange(action.shape[-1]) < size
+    return jnp.sum(valid & (action < 0.5)) / size
+
+
+def clamp_fraction(p: EnvParams, s: EnvState, fraction: jax.Array) -> jax.Array:
+    """Clip to [0, min(max, schedule)], then raise to the least fraction that keeps the
+    budget reachable if every later step prunes its maximum (AMC's action wall)."""
+    i = s.step
+    upper = jnp.minimum(p.max_fractions[i], p.upper)
+    fraction = jnp.clip(fraction, 0.0, upper)
+    done = jnp.sum(jnp.where(jnp.arange(p.reductions.size) < i,
+                             p.reductions * s.fractions / jnp.maximum(p.max_fractions, 1e-12), 0.0))
+    later = jnp.sum(jnp.where(jnp.arange(p.reductions.size) > i, p.reductions, 0.0))
+    missing = p.need - done - later
+    lower = jnp.where(p.reductions[i] > 0, missing / jnp.maximum(p.reductions[i], 1e-12), 0.0)
+    lower = jnp.clip(lower * p.max_fractions[i], 0.0, p.max_fractions[i])
+    return jnp.where(p.clamp > 0, jnp.maximum(fraction, lower), fraction)
+
+
+def env_step(p: EnvParams, s: EnvState, action: jax.Array) -> EnvState:
+    i = s.step
+    fraction = clamp_fraction(p, s, action_fraction(action, p.sizes[i]))
+    scores = s.scores.at[i].set(action) if action.shape[-1] > 1 else s.scores
+    return EnvState(i + 1, s.fractions.at[i].set(fraction), scores)
+
+
+def rollout(agent: PPOLagrangian, params: Any, p: EnvParams, rng: jax.Array,
+            num_envs: int) -> tuple[Transition, EnvState, jax.Array]:
+    """One episode in each of ``num_envs`` environments: [L, N] transitions with zero
+    reward and cost (filled in at the end), the final states and the final observations."""
+    num_steps, action_dim = p.features.shape[0], agent.action_dim
+    states = jax.vmap(lambda _: env_reset(num_steps, action_dim))(jnp.arange(num_envs))
+    obs_fn = jax.vmap(observe, in_axes=(None, 0))
+    step_fn = jax.vmap(env_step, in_axes=(None, 0, 0))
+
+    def body(states, key):
+        obs = obs_fn(p, states)
+        action, logp, v_r, v_c = agent.act(params, obs, key)
+        new = step_fn(p, states, action)
+        done = jnp.full(num_envs, 1.0) * (new.step[0] == num_steps)
+        zero = jnp.zeros(num_envs)
+        return new, Transition(obs, action, logp, zero, zero, done, v_r, v_c)
+
+    final, traj = jax.lax.scan(body, states, jax.random.split(rng, num_steps))
+    return traj, final, obs_fn(p, final)
+
+
+# -- feasibility -------------------------------------------------------------------------
+
+def project(problem: Problem, cost_fn: CostFn, model: CostModel, budget: float,
+            fractions: np.ndarray, scores: np.ndarray, iterations: int = 16
+            ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The least move of ``fractions`` towards the maximum whose *measured* cost meets the
+    budget (bisection); falls back to the verified floor, so the result always fits."""
+    build = jax.jit(problem.build)
+    measure = lambda f, sc: cost_fn(build(jnp.asarray(f, jnp.float32), jnp.asarray(sc)))
+    cost = measure(fractions, scores)
+    if cost <= budget:
+        return fractions, scores, cost
+    top = np.asarray(problem.max_fractions)
+    best, lo, hi = None, 0.0, 1.0
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        f = fractions + mid * (top - fractions)
+        c = measure(f, scores)
+        if c <= budget:
+            best, hi = (f, c), mid
+        else:
+            lo = mid
+    if best is None:
+        c = measure(top, scores)
+        if c <= budget:
+            return top, scores, c
+        floor_scores = np.zeros_like(scores)
+        return model.floor_fractions, floor_scores, measure(model.floor_fractions, floor_scores)
+    return best[0], scores, best[1]
+
+
+# -- the search --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    budget: float
+    iterations: int = 100
+    num_envs: int = 16
+    feasibility: str = "clamp"
+    clip_start: float = 0.9  # action clip schedule min(clip_start + clip_step * t / clip_every, 1)
+    clip_step: float = 0.05
+    clip_every: int = 10
+    checkpoint_every: int = 10
+    seed: int = 0
+    ppo: PPOConfig = PPOConfig()
+
+    def __post_init__(self) -> None:
+        if self.feasibility not in FEASIBILITY:
+            raise ValueError(f"feasibility must be one of {FEASIBILITY}, got {self.feasibility!r}")
+        if self.iterations < 1 or self.num_envs < 1:
+            raise ValueError("iterations and num_envs must be >= 1")
+
+    def clip(self, iteration: int) -> float:
+        return min(self.clip_start + self.clip_step * iteration / self.clip_every, 1.0)
+
+
+@dataclasses.dataclass
+class SearchResult:
+    masks: Masks
+    cost: float
+    budget: float
+    reward_accuracy: float  # of the returned (projected) masks
+    fractions: dict[str, float]
+    history: list[dict]
+
+    def to_json(self) -> dict:
+        return dict(cost=self.cost, budget=self.budget, feasible=self.cost <= self.budget,
+                    reward_accuracy=self.reward_accuracy, fractions=self.fractions)
+
+
+def _take(tree, k: int):
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(jax.device_get(payload), f)
+    os.replace(tmp, path)
+
+
+def plot_training(history: Sequence[dict], path: str | Path) -> None:
+    """Reward, cost with the budget, and nu over training iterations."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    it = [h["iteration"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    axes[0].plot(it, [h["reward_mean"] for h in history], label="mean")
+    axes[0].plot(it, [h["reward_max"] for h in history], label="max")
+    axes[0].set(title="reward (reward-set accuracy)", xlabel="iteration")
+    axes[0].legend()
+    axes[1].plot(it, [h["cost_mean"] for h in history], label="mean cost")
+    axes[1].plot(it, [h["budget"] for h in history], "k--", label="budget")
+    axes[1].set(title="cost", xlabel="iteration")
+    axes[1].legend()
+    axes[2].plot(it, [h["nu"] for h in history])
+    axes[2].set(title="multiplier nu", xlabel="iteration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConfig,
+           workdir: str | Path | None = None, *, progress: bool = True) -> SearchResult:
+    """PPO-Lagrangian search under ``cost_fn(masks) <= cfg.budget``; resumable in ``workdir``.
+
+    ``score_fn(stacked_masks) -> accuracy[K]`` scores all end-of-episode candidates of an
+    iteration in one call (``Evaluator.evaluate_stacked``). The returned masks are the
+    best-scoring feasible candidate seen, projected onto the budget (see ``project``).
+    """
+    model = probe_costs(problem, cost_fn)
+    check_budget(model, cfg.budget)
+    agent = PPOLagrangian(cfg.ppo, problem.features.shape[1] + 1, problem.action_dim)
+    key_init, root = jax.random.split(jax.random.key(cfg.seed))
+    state: AgentState = agent.init(key_init)
+    start, history, best = 0, [], None
+    workdir = None if workdir is None else Path(workdir)
+    ckpt = None
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        ckpt = workdir / "agent.pkl"
+        if ckpt.exists():
+            with open(ckpt, "rb") as f:
+                saved = pickle.load(f)
+            if saved["budget"] != cfg.budget or saved["names"] != problem.names:
+                raise ValueError(f"{ckpt} belongs to another search (budget {saved['budget']}); "
+                                 "use another workdir")
+            state = jax.tree.map(jnp.asarray, saved["state"])
+            start, history, best = saved["iteration"], saved["history"], saved["best"]
+
+    base = EnvParams(jnp.asarray(problem.features), jnp.asarray(model.reductions),
+                     jnp.asarray(problem.max_fractions), jnp.asarray(problem.sizes, jnp.float32),
+                     jnp.float32(model.dense - cfg.budget), jnp.float32(1.0),
+                     jnp.float32(cfg.feasibility == "clamp"))
+    run = jax.jit(partial(rollout, agent), static_argnums=3)
+    build = jax.jit(jax.vmap(problem.build))
+    budget = jnp.float32(cfg.budget)
+    metrics_file = None if workdir is None else open(workdir / "metrics.jsonl", "a")
+
+    def checkpoint(iteration):
+        if ckpt is not None:
+            _save(ckpt, dict(state=state, iteration=iteration, history=history, best=best,
+                             budget=cfg.budget, names=problem.names))
+            plot_training(history, workdir / "training.png")
+
+    for it in trange(start, cfg.iterations, disable=not progress, desc=f"constrained b={cfg.budget:g}"):
+        tic = time.time()
+        key_roll, key_update = jax.random.split(jax.random.fold_in(root, it))
+        p = base._replace(upper=jnp.float32(cfg.clip(it)))
+        traj, final, last_obs = run(state.params, p, key_roll, cfg.num_envs)
+        stacked = build(final.fractions, final.scores)
+        costs = np.array([cost_fn(_take(stacked, k)) for k in range(cfg.num_envs)])
+        accs = np.asarray(score_fn(stacked), np.float32)
+        traj = traj._replace(reward=traj.reward.at[-1].set(accs), cost=traj.cost.at[-1].set(costs))
+        state, m = agent.update(state, traj, last_obs, budget, key_update)
+        feasible = costs <= cfg.budget
+        if feasible.any():
+            k = int(np.argmax(np.where(feasible, accs, -np.inf)))
+            if best is None or not best["feasible"] or accs[k] > best["accuracy"]:
+                best = dict(accuracy=float(accs[k]), cost=float(costs[k]), feasible=True,
+                            fractions=np.asarray(final.fractions[k]), scores=np.asarray(final.scores[k]))
+        elif best is None or (not best["feasible"] and accs.max() > best["accuracy"]):
+            k = int(np.argmax(accs))
+            best = dict(accuracy=float(accs[k]), cost=float(costs[k]), feasible=False,
+                        fractions=np.asarray(final.fractions[k]), scores=np.asarray(final.scores[k]))
+        record = dict(iteration=it + 1, reward_mean=float(accs.mean()), reward_max=float(accs.max()),
+                      cost_mean=float(costs.mean()), cost_min=float(costs.min()),
+                      feasible_fraction=float(feasible.mean()), budget=cfg.budget,
+                      nu=float(m["nu"]), best_accuracy=best["accuracy"], clip=cfg.clip(it),
+                      **{k: float(m[k]) for k in ("pi_loss", "v_loss", "approx_kl", "entropy")},
+                      seconds=round(time.time() - tic, 3))
+        history.append(record)
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+        if (it + 1) % cfg.checkpoint_every == 0:
+            checkpoint(it + 1)
+    if metrics_file is not None:
+        metrics_file.close()
+    checkpoint(cfg.iterations)
+
+    fractions, scores, cost = project(problem, cost_fn, model, cfg.budget, best["fractions"], best["scores"])
+    masks = jax.jit(problem.build)(jnp.asarray(fractions, jnp.float32), jnp.asarray(scores))
+    accuracy = float(np.asarray(score_fn(jax.tree.map(lambda x: x[None], masks)))[0])
+    result = SearchResult(masks, float(cost), cfg.budget, accuracy,
+                          dict(zip(problem.names, map(float, fractions))), history)
+    if workdir is not None:
+        (workdir / "search.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+# -- a measured latency that sees structured pruning ------------------------------------
+
+def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5) -> CostFn:
+    """Measured latency of the *compact* conv / dense layers, relative to dense.
+
+    A masked model runs as fast as the dense one on backends that do not skip zeros (the
+    CPU), so ``budgets.latency_cost`` cannot see pruning there. This cost times each layer
+    at its kept input and output channel counts (channels whose kernel slice is all
+    pruned are gone) on this device, caches every shape, and sums: a latency lookup
+    table in the style of NetAdapt. Batch norm, adds and pooling are not timed.
+    """
+    from purl_jax.budgets import time_call
+
+    cache: dict[tuple, float] = {}
+
+    def layer_time(layer, cin: int, cout: int) -> float:
+        key = (layer.name, cin, cout)
+        if key not in cache:
+            if min(cin, cout) == 0:
+                cache[key] = 0.0
+            elif layer.kind == "dense":
+                x, w = jnp.ones((batch_size, cin)), jnp.ones((cin, cout))
+                cache[key] = time_call(jax.jit(jnp.dot), x, w, repeats=repeats)
+            else:
+                groups = cin if layer.kind == "depthwise" else 1
+                x = jnp.ones((batch_size, *layer.input_shape[:-1], cin))
+                w = jnp.ones((*layer.kernel_size, cin // groups, cout))
+                conv = jax.jit(partial(jax.lax.conv_general_dilated, window_strides=layer.strides,
+                                       padding=layer.padding, feature_group_count=groups,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC")))
+                cache[key] = time_call(conv, x, w, repeats=repeats)
+        return cache[key]
+
+    def kept_channels(layer, mask) -> tuple[int, int]:
+        if mask is None:
+            return layer.in_features, layer.out_features
+        m = np.asarray(mask).reshape(-1, *np.shape(mask)[-2:])
+        if layer.kind == "depthwise":
+            kept = int(m.any(axis=(0, 1)).sum())
+            return kept, kept
+        return int(m.any(axis=(0, 2)).sum()), int(m.any(axis=(0, 1)).sum())
+
+    def total(masks) -> float:
+        seconds = 0.0
+        for layer in graph.layers:
+            try:
+                mask = get_path(masks, layer.path)
+            except (KeyError, TypeError):
+                mask = None
+            seconds += layer_time(layer, *kept_channels(layer, mask))
+        return seconds
+
+    dense = sum(layer_time(layer, layer.in_features, layer.out_features) for layer in graph.layers)
+    return lambda masks: total(masks) / dense
+
+
+# -- configs and the ``purl-jax prune`` algorithm ----------------------------------------
+
+def constrained_defaults(budget: float, *, cost: str = "params", action: str = "layer",
+                         iterations: int = 100, num_envs: int = 16) -> Any:
+    """``config.prune`` for the constrained search (``budgets`` non-empty = a sweep)."""
+    import ml_collections
+
+    return ml_collections.ConfigDict(dict(
+        algorithm="constrained",
+        cost=cost,  # "params", "flops", "latency" (masked model), "layer_latency" (compact layers)
+        budget=budget,  # relative to dense: 0.1 = at most 10% of the dense cost
+        budgets=(),  # a sweep: several budgets in one run -> front.json, front.png
+        target_sparsity=min(max(1.0 - budget, 0.01), 0.99),  # nominal, for the shared result table
+        action=action,  # "layer" (fraction by magnitude) or "channel" (keep value per channel)
+        feasibility="clamp",
+        max_fraction=1.0,
+        iterations=iterations,
+        num_envs=num_envs,
+        reward_set_size=1000,
+        clip_start=0.9, clip_step=0.05, clip_every=max(iterations // 10, 1),
+        checkpoint_every=10,
+        progress=True,
+        ppo=dict(dataclasses.asdict(PPOConfig(num_minibatches=max(num_envs // 8, 1)))),
+    ))
+
+
+def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
+    ppo = dict(p.ppo)
+    ppo["hidden"] = tuple(ppo["hidden"])
+    return SearchConfig(budget=float(budget), iterations=p.iterations, num_envs=p.num_envs,
+                        feasibility=p.feasibility, clip_start=p.clip_start, clip_step=p.clip_step,
+                        clip_every=p.clip_every, checkpoint_every=p.checkpoint_every, seed=seed,
+                        ppo=PPOConfig(**ppo))
+
+
+def plot_front(rows: Sequence[dict], path: str | Path, key: str = "test_accuracy") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot([r["cost"] for r in rows], [r[key] for r in rows], "o-", label="constrained RL")
+    for r in rows:
+        ax.axvline(r["budget"], color="0.8", lw=0.8, zorder=0)
+    ax.set(xlabel="cost (relative to dense)", ylabel=key.replace("_", " "), title="accuracy vs cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_constrained(ctx) -> dict:
+    """``config.prune.algorithm = "constrained"`` for ``purl_jax.search.prune``.
+
+    Searches under ``prune.budget``; with ``prune.budgets`` it first sweeps them all
+    (each searched, fine-tuned with ``config.finetune`` and tested) into ``front.json`` /
+    ``front.png``. Returns the masks of ``prune.budget``, which ``prune`` fine-tunes.
+    """
+    from purl_jax.budgets import get_cost
+    from purl_jax.evaluator import Evaluator
+
+    config, p = ctx.config, ctx.config.prune
+    params = ctx.variables["params"]
+    policy = MaskPolicy(**dict(config.mask_policy))
+    problem = make_problem(params, ctx.graph, ctx.base_masks, action=p.action, policy=policy,
+                           max_fraction=p.max_fraction)
+    if p.cost == "layer_latency":
+        cost_fn = get_cost(layer_latency_cost(ctx.graph))
+    else:
+        cost_fn = get_cost(p.cost, model=ctx.model, variables=ctx.variables, graph=ctx.graph,
+                           input_shape=ctx.splits.input_shape)
+    ev = Evaluator(ctx.model, ctx.variables, ctx.reward_set.images, ctx.reward_set.labels,
+                   graph=ctx.graph)
+    score_fn = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
+    budgets = [float(b) for b in p.budgets] or [float(p.budget)]
+    model = probe_costs(problem, cost_fn)
+    for b in budgets:  # every budget checked before any search
+        check_budget(model, b, p.cost)
+    root = ctx.workdir / "constrained"
+
+    def run(b):
+        return search(problem, cost_fn, score_fn, search_config(p, b, config.seed),
+                      root / f"budget_{b:g}", progress=p.progress)
+
+    if p.budgets:
+        from purl_jax import train
+
+        rows = []
+        for b in budgets:
+            res = run(b)
+            tuned, _ = train.fit(ctx.model, ctx.variables, ctx.splits, config.finetune, masks=res.masks,
+                                 workdir=root / f"budget_{b:g}", seed=config.seed, desc="finetune")
+            test = train.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=res.masks,
+                                          batch_size=config.train.eval_batch_size)
+            rows.append(dict(res.to_json(), test_accuracy=test["accuracy"]))
+        (root / "front.json").write_text(json.dumps(rows, indent=2) + "\n")
+        plot_front(rows, root / "front.png")
+    res = run(float(p.budget))
+    return dict(masks=res.masks, constrained=dict(res.to_json(), cost_name=p.cost,
+                                                   iterations=len(res.history)))
+
+
+def _register() -> None:
+    from purl_jax import search as search_module
+
+    search_module.register_algorithm("constrained", run_constrained)
+
+
+_register()

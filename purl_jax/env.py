@@ -1,0 +1,305 @@
+"""The layer-by-layer pruning MDP shared by the RL searches (PuRL, constrained).
+
+An episode visits every masked layer first to last, ``passes`` times (QLP-style: each
+later visit may only prune more). At each step the agent picks one discrete action for
+the current layer:
+
+* ``"threshold"`` (PuRL's action): prune ``|w| < alpha * std(w)``, ``alpha`` from a grid
+  (default ``{0.0, 0.1, ..., 2.2}``). ``std`` is over the layer's surviving weights, which
+  on the first visit is PuRL's rule and on later visits prunes a little more.
+* ``"sparsity"``: a target sparsity for the layer from a grid, by magnitude; never below
+  the layer's current sparsity.
+
+State (reconstructed; the paper's full text is unavailable): the current layer's
+features (index, kind, shape, share of parameters and MACs, kernel / stride / padding),
+the sparsity so far of every masked layer and overall, the accuracy on the reward set,
+the previous action and the pass. Reward: the hinge form of a later paper that
+benchmarks PuRL, ``-beta (max(0, (A_t - A) / A_t) + max(0, 1 - S / S_t))``, beta = 5, at
+every step (``"dense"``) or only at the last one (``"terminal"``, the AMC-style ablation).
+
+Every candidate of a step is scored in one call of an injected
+``evaluate_layer(masks, layer_name, layer_masks[K, ...]) -> Scores(accuracy[K], loss[K])``
+(``purl_jax.evaluator.Evaluator.evaluate_layer``), so the reward and next state of *all*
+actions are known, not only of the one taken. The maths are pure jnp functions;
+``PruningEnv`` only holds the static pieces and the evaluator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purl_jax.graph import Graph, Layer
+from purl_jax.masks import Masks, get_path, magnitude_mask, masked_layers, set_path
+
+KINDS = ("conv", "depthwise", "dense")
+ACTION_MODES = ("threshold", "sparsity")
+REWARD_MODES = ("dense", "terminal")
+DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(23))  # PuRL: 0.0, 0.1, ..., 2.2
+
+
+class EnvError(ValueError):
+    """A pruning environment that cannot be built from these settings."""
+
+
+class Scores(NamedTuple):
+    """What the evaluator returns (mirrors ``purl_jax.evaluator.Scores``)."""
+
+    accuracy: jax.Array
+    loss: jax.Array
+
+
+EvaluateLayer = Callable[[Masks, str, jax.Array], Scores]
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSpec:
+    """Hinge reward targets. ``target_accuracy`` is absolute, on the reward set."""
+
+    target_accuracy: float
+    target_sparsity: float
+    beta: float = 5.0
+    mode: str = "dense"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_sparsity < 1.0:
+            raise EnvError(f"target sparsity must lie in (0, 1), got {self.target_sparsity}")
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise EnvError(f"target accuracy must lie in (0, 1], got {self.target_accuracy}")
+        if self.mode not in REWARD_MODES:
+            raise EnvError(f"reward mode must be one of {REWARD_MODES}, got {self.mode!r}")
+
+
+class EnvState(NamedTuple):
+    step: int  # 0 .. num_steps; num_steps = done
+    layer_masks: tuple[jax.Array, ...]  # one bool mask per masked layer
+    accuracy: float  # on the reward set, with the current masks
+    prev_action: int  # -1 before the first action
+
+
+class Outcomes(NamedTuple):
+    """Every action of one step, scored: leading axis K."""
+
+    layer_masks: jax.Array  # bool[K, *kernel_shape]
+    accuracy: jax.Array
+    loss: jax.Array
+    sparsity: jax.Array  # overall, after the action
+    reward: jax.Array
+    next_obs: jax.Array  # [K, obs_dim]
+    done: bool
+
+
+# -- pure maths -----------------------------------------------------------------------------
+
+
+def hinge_reward(accuracy, sparsity, target_accuracy, target_sparsity, beta=5.0) -> jax.Array:
+    """``-beta (max(0, (A_t - A) / A_t) + max(0, 1 - S / S_t))``: 0 once both targets are met."""
+    accuracy_gap = jnp.maximum(0.0, (target_accuracy - accuracy) / target_accuracy)
+    sparsity_gap = jnp.maximum(0.0, 1.0 - sparsity / target_sparsity)
+    return -beta * (accuracy_gap + sparsity_gap)
+
+
+def step_reward(spec: RewardSpec, accuracy, sparsity, last: bool) -> jax.Array:
+    """The hinge reward at every step (``dense``) or only at the last one (``terminal``)."""
+    r = hinge_reward(accuracy, sparsity, spec.target_accuracy, spec.target_sparsity, spec.beta)
+    return r if spec.mode == "dense" or last else jnp.zeros_like(r)
+
+
+def threshold_candidates(kernel: jax.Array, mask: jax.Array, alphas: jax.Array) -> jax.Array:
+    """``mask & (|w| >= alpha * std of the surviving weights)`` for every alpha: bool[K, ...]."""
+    n = jnp.maximum(jnp.sum(mask), 1)
+    mean = jnp.sum(jnp.where(mask, kernel, 0.0)) / n
+    std = jnp.sqrt(jnp.sum(jnp.where(mask, (kernel - mean) ** 2, 0.0)) / n)
+    keep = jnp.abs(kernel)[None] >= alphas.reshape((-1,) + (1,) * kernel.ndim) * std
+    return keep & mask[None]
+
+
+def sparsity_candidates(kernel: jax.Array, mask: jax.Array, ratios: jax.Array) -> jax.Array:
+    """Magnitude masks at ``max(ratio, current sparsity)`` of the layer, nested in ``mask``."""
+    current = 1.0 - jnp.mean(mask)
+    live = jnp.where(mask, kernel, 0.0)  # pruned weights rank lowest
+    return jax.vmap(lambda r: magnitude_mask(live, jnp.maximum(r, current)) & mask)(ratios)
+
+
+def layer_sparsities(layer_masks: Sequence[jax.Array]) -> jax.Array:
+    return jnp.stack([1.0 - jnp.mean(m) for m in layer_masks])
+
+
+def overall_sparsity(sparsities: jax.Array, sizes: jax.Array) -> jax.Array:
+    """Pruned share of all masked weights (``sparsities`` may carry leading axes)."""
+    return jnp.sum(sparsities * sizes, axis=-1) / jnp.sum(sizes)
+
+
+def observation(features: jax.Array, num_layers: int, passes: int, step,
+                sparsities: jax.Array, sizes: jax.Array, accuracy, prev_action,
+                num_actions: int) -> jax.Array:
+    """``[layer features, per-layer sparsity, overall sparsity, accuracy, prev action, pass]``.
+
+    ``step == num_layers * passes`` (done) repeats the last layer's features.
+    """
+    step = jnp.asarray(step)
+    layer = jnp.minimum(step, num_layers * passes - 1) % num_layers
+    scalars = jnp.stack([
+        overall_sparsity(sparsities, sizes),
+        jnp.asarray(accuracy, jnp.float32),
+        (jnp.asarray(prev_action, jnp.float32) + 1.0) / num_actions,
+        (step // num_layers).astype(jnp.float32) / passes,
+    ])
+    return jnp.concatenate([features[layer], sparsities, scalars]).astype(jnp.float32)
+
+
+def layer_features(graph: Graph, layers: Sequence[Layer]) -> np.ndarray:
+    """Static per-layer features, roughly in [0, 1]: float32[L, F].
+
+    Index, kind one-hot, log-scaled in / out features, share of the network's parameters
+    and MACs, kernel size, strides and padding (2-D, zero for dense layers).
+    """
+    total_params = sum(layer.params for layer in graph.layers)
+    total_macs = graph.dense_macs
+    rows = []
+    for i, layer in enumerate(layers):
+        pair = lambda xs: [float(x) for x in (tuple(xs) + (0, 0))[:2]]
+        pads = [float(sum(p)) for p in (tuple(layer.padding) + ((0, 0), (0, 0)))[:2]]
+        rows.append(
+            [i / max(len(layers) - 1, 1)]
+            + [float(layer.kind == k) for k in KINDS]
+            + [math.log2(layer.in_features) / 12, math.log2(layer.out_features) / 12]
+            + [layer.params / total_params, layer.macs / total_macs]
+            + [x / 7 for x in pair(layer.kernel_size)]
+            + [x / 4 for x in pair(layer.strides)]
+            + [x / 6 for x in pads]
+        )
+    return np.asarray(rows, np.float32)
+
+
+def action_grid(mode: str, values: Sequence[float] | None) -> np.ndarray:
+    """The discrete actions: alphas (``threshold``) or layer sparsities (``sparsity``)."""
+    if mode not in ACTION_MODES:
+        raise EnvError(f"action mode must be one of {ACTION_MODES}, got {mode!r}")
+    if values is None:
+        values = DEFAULT_ALPHAS if mode == "threshold" else tuple(i / 20 for i in range(20))
+    grid = np.asarray(list(values), np.float32)
+    if grid.ndim != 1 or grid.size == 0:
+        raise EnvError(f"the action grid is empty: give at least one {mode} value")
+    if mode == "threshold" and (grid < 0).any():
+        raise EnvError(f"threshold factors (alphas) must be >= 0, got {grid.tolist()}")
+    if mode == "sparsity" and ((grid < 0) | (grid > 1)).any():
+        raise EnvError(f"layer sparsities must lie in [0, 1], got {grid.tolist()}")
+    return grid
+
+
+_observation = jax.jit(observation, static_argnums=(1, 2, 8))
+_CANDIDATES = {"threshold": jax.jit(threshold_candidates),
+               "sparsity": jax.jit(sparsity_candidates)}
+
+
+@functools.partial(jax.jit, static_argnames=("last", "spec", "passes"))
+def _outcomes(features, sizes, base_sparsities, cands, accuracy, layer, next_step, last: bool,
+              spec: RewardSpec, passes: int):
+    """Overall sparsity, reward and next observation of every candidate of one step."""
+    k = cands.shape[0]
+    cand_sparsity = 1.0 - jnp.mean(cands.reshape(k, -1), axis=1)
+    sparsities = jnp.tile(base_sparsities, (k, 1)).at[:, layer].set(cand_sparsity)
+    overall = overall_sparsity(sparsities, sizes)
+    reward = step_reward(spec, accuracy, overall, last)
+    next_obs = jax.vmap(
+        lambda s, a, act: observation(features, sizes.shape[0], passes, next_step, s, sizes, a,
+                                      act, k)
+    )(sparsities, accuracy, jnp.arange(k))
+    return overall, reward, next_obs
+
+
+# -- the environment -----------------------------------------------------------------------
+
+
+class PruningEnv:
+    """Static pieces of the MDP (layers, kernels, action grid, targets) plus the evaluator.
+
+    ``base_masks`` (from ``masks.init_masks``) decides which layers are pruned; their
+    kernels come from ``params``. ``step`` is pure in ``EnvState``.
+    """
+
+    def __init__(self, params: Any, graph: Graph, base_masks: Masks,
+                 evaluate_layer: EvaluateLayer, reward: RewardSpec, *,
+                 action_mode: str = "threshold", actions: Sequence[float] | None = None,
+                 passes: int = 1) -> None:
+        self.layers = masked_layers(base_masks, graph)
+        if not self.layers:
+            raise EnvError("no masked layers: the mask policy excludes every layer")
+        if passes < 1:
+            raise EnvError(f"passes must be >= 1, got {passes}")
+        self.graph, self.base_masks, self.reward = graph, base_masks, reward
+        self.evaluate_layer = evaluate_layer
+        self.action_mode = action_mode
+        self.actions = jnp.asarray(action_grid(action_mode, actions))
+        self.passes = passes
+        self.kernels = tuple(jnp.asarray(get_path(params, l.path)) for l in self.layers)
+        self.sizes = jnp.asarray([l.params for l in self.layers], jnp.float32)
+        self.features = jnp.asarray(layer_features(graph, self.layers))
+        self._candidates = _CANDIDATES[action_mode]
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.layers) * self.passes
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.features.shape[1]) + len(self.layers) + 4
+
+    def layer_index(self, step: int) -> int:
+        return step % len(self.layers)
+
+    def masks_tree(self, layer_masks: Sequence[jax.Array]) -> Masks:
+        """The full mask tree (``None`` on unmasked params) of per-layer masks."""
+        masks = self.base_masks
+        for layer, m in zip(self.layers, layer_masks):
+            masks = set_path(masks, layer.path, m)
+        return masks
+
+    def observe(self, state: EnvState) -> jax.Array:
+        return _observation(self.features, len(self.layers), self.passes, state.step,
+                           layer_sparsities(state.layer_masks), self.sizes, state.accuracy,
+                           state.prev_action, self.num_actions)
+
+    def reset(self, accuracy: float | None = None) -> EnvState:
+        """All weights kept. ``accuracy`` (of the dense net on the reward set) is measured
+        with one evaluator call when not given."""
+        layer_masks = tuple(jnp.ones(k.shape, bool) for k in self.kernels)
+        if accuracy is None:
+            scores = self.evaluate_layer(self.masks_tree(layer_masks), self.layers[0].name,
+                                         layer_masks[0][None])
+            accuracy = float(scores.accuracy[0])
+        return EnvState(0, layer_masks, float(accuracy), -1)
+
+    def score_actions(self, state: EnvState) -> Outcomes:
+        """Every action's mask, accuracy, loss, reward and next observation, in one
+        evaluator call."""
+        if state.step >= self.num_steps:
+            raise EnvError("the episode is over: reset the environment")
+        i = self.layer_index(state.step)
+        cands = self._candidates(self.kernels[i], state.layer_masks[i], self.actions)
+        scores = self.evaluate_layer(self.masks_tree(state.layer_masks), self.layers[i].name, cands)
+        accuracy = jnp.asarray(scores.accuracy, jnp.float32)
+        last = state.step + 1 == self.num_steps
+        overall, reward, next_obs = _outcomes(
+            self.features, self.sizes, layer_sparsities(state.layer_masks), cands, accuracy, i,
+            state.step + 1, last, self.reward, self.passes)
+        return Outcomes(cands, accuracy, jnp.asarray(scores.loss), overall, reward, next_obs, last)
+
+    def step(self, state: EnvState, outcomes: Outcomes, action: int) -> EnvState:
+        """Commits ``action`` (an index into the grid) for the current layer."""
+        i = self.layer_index(state.step)
+        layer_masks = list(state.layer_masks)
+        layer_masks[i] = outcomes.layer_masks[action]
+        return EnvState(state.step + 1, tuple(layer_masks),
+                        float(outcomes.accuracy[action]), int(action))

@@ -1,0 +1,377 @@
+"""Scores K candidate masks on held-out data in one jitted call.
+
+Three entry points, one per shape of the question a search asks:
+
+* ``evaluate(masks)``: one mask tree.
+* ``evaluate_layer(masks, layer_name, layer_masks)``: K candidates that differ only in one
+  layer's kernel (a layer-by-layer search step). Strategy ``"fold"`` vmaps over that
+  layer's mask alone, so everything before the layer is computed once for all candidates
+  and the layer runs as one wide op; a layout barrier then moves the candidate axis in
+  front of the batch, so every later conv or matmul is an ordinary one on K x b rows with
+  shared weights instead of a grouped convolution (which XLA:CPU runs badly).
+* ``evaluate_stacked(stacked_masks)``: K candidates that may differ everywhere. Strategy
+  ``"map"`` runs them one after another inside the jit (as fast as a Python loop on CPU);
+  ``"vmap"`` batches them (the right choice where grouped convs are cheap: GPU, TPU).
+
+Every strategy micro-batches the data (``batch_size`` images at a time) inside the jit,
+which bounds memory and, on CPU, keeps activations in cache. With several devices the
+candidate axis is sharded over them with ``jax.shard_map``; the same code serves one CPU,
+forced CPU devices or a TPU slice. Params and data are always jit arguments, never
+constants, so XLA cannot fold the shared prefix away at compile time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_batching import custom_vmap
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from purl_jax.graph import Graph, Path
+from purl_jax.masks import MaskError, Masks, apply_masks, check_masks, get_path, set_path
+
+LAYER_STRATEGIES = ("auto", "fold", "vmap", "map")
+STACKED_STRATEGIES = ("auto", "vmap", "map")
+# Rows (candidates x images) per micro-batch on CPU: big enough for full vector units,
+# small enough that a micro-batch's activations stay in cache.
+CPU_ROWS = 256
+WEIGHT_REUSE = 2**16
+
+
+class Scores(NamedTuple):
+    accuracy: jax.Array
+    loss: jax.Array
+
+
+# -- pure pieces --------------------------------------------------------------------------
+
+@custom_vmap
+def _candidates_first(y: jax.Array) -> jax.Array:
+    """Identity; under vmap it puts the candidate axis first (one explicit transpose).
+
+    Without it the wide layer leaves the candidate axis next to the channels, and XLA
+    carries that layout through the suffix, transposing at every later conv.
+    """
+    return y
+
+
+@_candidates_first.def_vmap
+def _candidates_first_rule(axis_size, in_batched, y):
+    del axis_size
+    return y, in_batched[0]
+
+
+def _fold_after(module_path: Path):
+    """A flax interceptor that applies ``_candidates_first`` to one module's output."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and tuple(context.module.scope.path) == module_path:
+            return _candidates_first(out)
+        return out
+
+    return interceptor
+
+
+def _masked(variables, masks):
+    return {**variables, "params": apply_masks(variables["params"], masks)}
+
+
+def _logits(model, variables, images, fold_at: Path | None = None) -> jax.Array:
+    apply = lambda: model.apply(variables, images, train=False)
+    if fold_at is None:
+        return apply()
+    with nn.intercept_methods(_fold_after(fold_at)):
+        return apply()
+
+
+def _stats(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Weighted sums of correct predictions and cross-entropy over the last batch axis."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    nll = -(jax.nn.log_softmax(logits) * onehot).sum(-1)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return (correct * weights).sum(-1), (nll * weights).sum(-1)
+
+
+def _over_chunks(logits_fn, images, labels, weights, chunk: int):
+    """Sums the stats of ``logits_fn`` over micro-batches of ``chunk`` images (a sequential map).
+
+    Masks are applied before this loop, never inside it, so they cost once per call.
+    """
+    stats = lambda x, y, w: _stats(logits_fn(x), y, w)
+    n = images.shape[0] // chunk
+    if n == 1:
+        return stats(images, labels, weights)
+    split = lambda a: a.reshape(n, chunk, *a.shape[1:])
+    correct, loss = jax.lax.map(lambda c: stats(*c), (split(images), split(labels), split(weights)))
+    return correct.sum(0), loss.sum(0)
+
+
+def _score_one(model, chunk, variables, images, labels, weights):
+    """Sums over all images for already masked ``variables``."""
+    return _over_chunks(lambda x: _logits(model, variables, x), images, labels, weights, chunk)
+
+
+def _score_stacked(model, strategy, chunk, variables, images, labels, weights, stacked):
+    """Sums over all images for each of the stacked candidates: ([K], [K])."""
+    if strategy == "map":
+        one = lambda m: _score_one(model, chunk, _masked(variables, m), images, labels, weights)
+        return jax.lax.map(one, stacked)
+    params = jax.vmap(apply_masks, in_axes=(None, 0))(variables["params"], stacked)
+    logits = lambda x: jax.vmap(lambda p: _logits(model, {**variables, "params": p}, x))(params)
+    return _over_chunks(logits, images, labels, weights, chunk)
+
+
+def _score_layer(model, strategy, path, chunk, variables, images, labels, weights, masks, layer_masks):
+    """Like ``_score_stacked`` for candidates differing only in the kernel at ``path``."""
+    base = _masked(variables, masks)
+    kernels = jnp.where(layer_masks, get_path(variables["params"], path), 0)
+    with_kernel = lambda k: {**base, "params": set_path(base["params"], path, k)}
+    if strategy == "map":
+        one = lambda k: _score_one(model, chunk, with_kernel(k), images, labels, weights)
+        return jax.lax.map(one, kernels)
+    fold_at = path[:-1] if strategy == "fold" else None
+    # vmap's rule for a batched kernel puts the candidate axis just before the output
+    # features; laying the kernels out so once here keeps that transpose out of the loop.
+    kernels = jnp.moveaxis(kernels, 0, -2)
+    one = lambda k, x: _logits(model, with_kernel(k), x, fold_at)
+    logits = lambda x: jax.vmap(one, in_axes=(kernels.ndim - 2, None))(kernels, x)
+    return _over_chunks(logits, images, labels, weights, chunk)
+
+
+def _sharded(fn, mesh: Mesh | None):
+    """Splits the candidate axis of the last argument over ``mesh``; the rest is replicated."""
+    if mesh is None:
+        return fn
+
+    def wrapped(*args):
+        specs = (P(),) * (len(args) - 1) + (P("c"),)
+        return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P("c"), check_vma=False)(*args)
+
+    return wrapped
+
+
+# -- choices ------------------------------------------------------------------------------
+
+def choose_stacked_strategy(backend: str) -> str:
+    """CPU runs the grouped convs of a vmap badly (4-13x slower): map there, vmap elsewhere."""
+    return "map" if backend == "cpu" else "vmap"
+
+
+def choose_layer_strategy(backend: str) -> str:
+    """Folding shares the prefix and keeps later ops plain on every backend."""
+    del backend
+    return "fold"
+
+
+def choose_chunk(num_images: int, rows_per_image: int, backend: str, wide_weights: int = 0) -> int:
+    """Images per micro-batch: about ``CPU_ROWS`` rows on CPU, all images on accelerators.
+
+    Every micro-batch reads the wide layer's ``wide_weights`` (K kernels) again, so a chunk
+    holds at least one image per ``WEIGHT_REUSE`` of them: a big dense layer is
+    bandwidth-bound on small chunks.
+    """
+    if backend != "cpu":
+        return num_images
+    rows = max(CPU_ROWS // max(1, rows_per_image), -(-wide_weights // WEIGHT_REUSE))
+    return max(1, min(num_images, rows))
+
+
+# -- the evaluator ------------------------------------------------------------------------
+
+class Evaluator:
+    """Accuracy and cross-entropy of masked variants of one model on fixed held-out data.
+
+    ``strategy`` ("auto" or a name from ``LAYER_STRATEGIES`` / ``STACKED_STRATEGIES``) is the
+    default for every call; each call may override it. ``batch_size`` is the micro-batch
+    (images per inner step), ``None`` to pick per backend. ``devices`` (default: all of the
+    default backend) are the devices the candidate axis is sharded over.
+    """
+
+    def __init__(self, model, variables, images, labels, *, graph: Graph, strategy: str = "auto",
+                 batch_size: int | None = None, devices=None):
+        if "params" not in variables:
+            raise ValueError("variables need a 'params' collection")
+        self.model, self.graph = model, graph
+        self.default_strategy = _check_strategy(strategy, LAYER_STRATEGIES + STACKED_STRATEGIES)
+        images, labels = _check_data(images, labels, graph)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        self.batch_size = batch_size
+        devices = list(devices) if devices is not None else jax.devices()
+        self.backend = devices[0].platform
+        self.mesh = Mesh(np.array(devices), ("c",)) if len(devices) > 1 else None
+        self.num_images = images.shape[0]
+        self._params_structure = jax.tree.structure(variables["params"])
+        put = (lambda a: jax.device_put(a, NamedSharding(self.mesh, P()))) if self.mesh else (
+            lambda a: jax.device_put(a, devices[0]))
+        self._variables = jax.tree.map(put, variables)
+        self._images, self._labels = images, labels
+        self._data: dict[int, tuple] = {}
+        self._put = put
+        self._jits: dict[tuple, Any] = {}
+        self._lower_only = False
+
+    # -- public ---------------------------------------------------------------------------
+
+    def evaluate(self, masks: Masks) -> Scores:
+        """Scores of one mask tree (scalars)."""
+        self._check_tree(masks)
+        if not jax.tree.leaves(masks):  # an all-true mask is no mask, and gives a candidate axis
+            first = self.graph.layers[0]
+            masks = set_path(masks, first.path, jnp.ones(first.kernel_shape, bool))
+        stacked = jax.tree.map(lambda m: jnp.asarray(m)[None], masks)
+        scores = self.evaluate_stacked(stacked, strategy="map")
+        return Scores(scores.accuracy[0], scores.loss[0])
+
+    def evaluate_layer(self, masks: Masks, layer_name: str, layer_masks, *,
+                       strategy: str | None = None) -> Scores:
+        """Scores of K candidates equal to ``masks`` except for ``layer_name``'s kernel mask."""
+        try:
+            layer = self.graph.layer(layer_name)
+        except KeyError as e:
+            raise MaskError(str(e.args[0])) from None
+        self._check_tree(masks)
+        layer_masks = jnp.asarray(layer_masks)
+        expect = tuple(layer.kernel_shape)
+        if layer_masks.ndim != len(expect) + 1 or tuple(layer_masks.shape[1:]) != expect:
+            raise MaskError(f"layer_masks for {layer_name} must have shape (K, {', '.join(map(str, expect))}),"
+                            f" got {tuple(layer_masks.shape)}")
+        if layer_masks.dtype != jnp.bool_:
+            raise MaskError(f"layer_masks must be bool, got {layer_masks.dtype}")
+        k = _check_k(layer_masks.shape[0])
+        strategy = self._strategy(strategy, LAYER_STRATEGIES, choose_layer_strategy)
+        rows = k if strategy in ("fold", "vmap") else 1
+        masks = set_path(masks, layer.path, None)  # the candidates replace it
+        wide = k * layer.params if strategy in ("fold", "vmap") else 0
+        return self._run(("layer", strategy, layer.path), rows, k, masks, layer_masks, wide_weights=wide)
+
+    def evaluate_stacked(self, stacked_masks: Masks, *, strategy: str | None = None) -> Scores:
+        """Scores of K candidates; every mask leaf carries a leading K axis."""
+        k = self._check_stacked(stacked_masks)
+        strategy = self._strategy(strategy, STACKED_STRATEGIES, choose_stacked_strategy)
+        rows = k if strategy == "vmap" else 1
+        return self._run(("stacked", strategy), rows, k, stacked_masks)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _strategy(self, strategy, allowed, choose) -> str:
+        if strategy is None:  # the default may suit only the other entry point
+            strategy = self.default_strategy if self.default_strategy in allowed else "auto"
+        strategy = _check_strategy(strategy, allowed)
+        return choose(self.backend) if strategy == "auto" else strategy
+
+    def _run(self, key, rows_per_image, k, *candidate_args, wide_weights: int = 0) -> Scores:
+        fn, args = self._prepare(key, rows_per_image, k, candidate_args, wide_weights)
+        if self._lower_only:
+            raise _Lowered(fn.lower(*args).compile())
+        correct, loss = fn(*args)
+        return Scores(correct[:k] / self.num_images, loss[:k] / self.num_images)
+
+    def _prepare(self, key, rows_per_image, k, candidate_args, wide_weights):
+        devices = self.mesh.size if self.mesh else 1
+        k_pad = -(-k // devices) * devices
+        local_rows = rows_per_image * k_pad // devices if rows_per_image > 1 else 1
+        wide_weights = wide_weights // devices
+        chunk = self.batch_size or choose_chunk(self.num_images, local_rows, self.backend, wide_weights)
+        chunk = min(chunk, self.num_images)
+        candidates = list(candidate_args)
+        candidates[-1] = jax.tree.map(lambda a: _pad_candidates(jnp.asarray(a), k_pad), candidates[-1])
+        return self._jit(key, chunk), (self._variables, *self._padded_data(chunk), *candidates)
+
+    def compiled(self, method: str, *args, **kwargs):
+        """The compiled XLA program a call would run (for ``memory_analysis``, ``cost_analysis``)."""
+        self._lower_only = True
+        try:
+            getattr(self, method)(*args, **kwargs)
+        except _Lowered as done:
+            return done.compiled
+        finally:
+            self._lower_only = False
+        raise ValueError(f"{method} runs no compiled program")
+
+    def _jit(self, key, chunk):
+        full = (*key, chunk)
+        if full not in self._jits:
+            kind, strategy, *path = key
+            if kind == "layer":
+                body = functools.partial(_score_layer, self.model, strategy, path[0], chunk)
+            else:
+                body = functools.partial(_score_stacked, self.model, strategy, chunk)
+            self._jits[full] = jax.jit(_sharded(body, self.mesh))
+        return self._jits[full]
+
+    def _padded_data(self, chunk: int):
+        if chunk not in self._data:
+            n = self.num_images
+            pad = -n % chunk
+            weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+            images = np.concatenate([self._images, np.zeros((pad, *self._images.shape[1:]), self._images.dtype)])
+            labels = np.concatenate([self._labels, np.zeros(pad, self._labels.dtype)])
+            self._data[chunk] = tuple(self._put(jnp.asarray(a)) for a in (images, labels, weights))
+        return self._data[chunk]
+
+    def _check_tree(self, masks: Masks) -> None:
+        structure = jax.tree.structure(masks, is_leaf=lambda x: x is None)
+        if structure != self._params_structure:
+            raise MaskError(f"mask tree does not match the params tree:\n{structure}\nvs\n{self._params_structure}")
+        check_masks(self._variables["params"], masks)
+
+    def _check_stacked(self, stacked: Masks) -> int:
+        structure = jax.tree.structure(stacked, is_leaf=lambda x: x is None)
+        if structure != self._params_structure:
+            raise MaskError(f"stacked mask tree does not match the params tree:\n{structure}\n"
+                            f"vs\n{self._params_structure}")
+        ks = {jnp.shape(m)[0] if jnp.ndim(m) else None for m in jax.tree.leaves(stacked)}
+        if not ks:
+            raise MaskError("stacked masks have no mask leaves, so no candidate axis")
+        if len(ks) != 1 or None in ks:
+            raise MaskError(f"every stacked mask leaf needs the same leading K axis, got sizes {sorted(ks, key=str)}")
+        k = _check_k(ks.pop())
+        check_masks(self._variables["params"], jax.tree.map(lambda m: m[0], stacked))
+        return k
+
+
+class _Lowered(Exception):
+    """Carries a compiled program out of ``Evaluator._run`` for ``Evaluator.compiled``."""
+
+    def __init__(self, compiled):
+        super().__init__("lowered")
+        self.compiled = compiled
+
+
+def _pad_candidates(a: jax.Array, k_pad: int) -> jax.Array:
+    """Repeats the last candidate so K divides evenly over devices."""
+    extra = k_pad - a.shape[0]
+    return a if extra == 0 else jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+
+
+def _check_k(k: int) -> int:
+    if k < 1:
+        raise MaskError("no candidates: K must be at least 1")
+    return k
+
+
+def _check_strategy(strategy: str, allowed) -> str:
+    if strategy not in allowed:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {sorted(set(allowed))}")
+    return strategy
+
+
+def _check_data(images, labels, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = np.asarray(images), np.asarray(labels)
+    want = tuple(graph.input_shape)
+    if images.ndim != len(want) + 1 or tuple(images.shape[1:]) != want:
+        raise ValueError(f"images must have shape (N, {', '.join(map(str, want))}), got {images.shape}")
+    if images.shape[0] < 1:
+        raise ValueError("images must hold at least one example")
+    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got "
+                         f"{labels.dtype} {labels.shape}")
+    return images.astype(np.float32), labels.astype(np.int32)

@@ -1,0 +1,350 @@
+"""``prune(config, workdir)``: dense model -> search -> masked fine-tuning -> test accuracy.
+
+Algorithms are looked up by ``config.prune.algorithm`` in a string registry, so other
+modules add their own (``register_algorithm("constrained", fn)``). An algorithm is
+``fn(ctx: PruneContext) -> dict`` returning at least ``masks`` (a mask tree); everything
+else it returns that is JSON-able lands in the result. Built in: ``purl`` (DQN search,
+``purl_search``) and the magnitude baselines of ``purl_jax.baselines``, all fine-tuned
+the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from purl_jax import baselines
+from purl_jax.budgets import flops_cost
+from purl_jax.data import Dataset, Splits, reward_subset
+from purl_jax.dqn import DQN, DQNConfig, Transition, replay_add
+from purl_jax.env import EnvError, EvaluateLayer, PruningEnv, RewardSpec, action_grid, hinge_reward
+from purl_jax.graph import Graph
+from purl_jax.checkpoint import check_matches
+from purl_jax.masks import Masks, MaskPolicy, get_path, init_masks, masked_layers, summary
+
+EXPERIENCE = ("taken", "all_actions")
+
+
+class PruneError(ValueError):
+    """A pruning config that cannot work; raised before any training or search."""
+
+
+@dataclasses.dataclass
+class PruneContext:
+    """What a search algorithm gets: the trained dense model, data and the evaluator."""
+
+    config: ml_collections.ConfigDict
+    workdir: Path
+    model: Any
+    variables: dict
+    splits: Splits
+    graph: Graph
+    base_masks: Masks  # all-true masks on the prunable layers (config.mask_policy)
+    reward_set: Dataset  # drawn from the validation split, never test
+    evaluate_layer: EvaluateLayer
+
+
+Algorithm = Callable[[PruneContext], dict]
+_ALGORITHMS: dict[str, Algorithm] = {}
+
+
+def register_algorithm(name: str, fn: Algorithm) -> None:
+    """Adds a search algorithm selectable as ``config.prune.algorithm = name``."""
+    if name in _ALGORITHMS:
+        raise ValueError(f"algorithm {name!r} is already registered")
+    _ALGORITHMS[name] = fn
+
+
+def get_algorithm(name: str) -> Algorithm:
+    if name not in _ALGORITHMS:
+        raise PruneError(f"unknown pruning algorithm {name!r}; available: {sorted(_ALGORITHMS)}")
+    return _ALGORITHMS[name]
+
+
+# -- the PuRL search ----------------------------------------------------------------------
+
+
+def _final_key(info: dict) -> tuple:
+    return info["final_reward"], info["accuracy"], info["sparsity"]
+
+
+def _save_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
+                experience: str = "all_actions", workdir: str | Path | None = None,
+                checkpoint_every: int = 1, progress: bool = True) -> dict:
+    """Runs DQN episodes over ``env``; returns the best masks by final reward.
+
+    ``experience="all_actions"`` adds the transition of every scored action at each step
+    (the evaluator scored them anyway), ``"taken"`` only the one taken. With ``workdir``
+    the agent, replay buffer, best result and episode counter are saved atomically every
+    ``checkpoint_every`` episodes to ``purl_search.msgpack`` and a rerun resumes there;
+    ``episodes.jsonl`` gets one line per episode. Random keys depend only on (seed,
+    episode, step), so a resumed run matches an uninterrupted one.
+    """
+    if experience not in EXPERIENCE:
+        raise PruneError(f"experience must be one of {EXPERIENCE}, got {experience!r}")
+    if episodes < 1:
+        raise PruneError(f"episodes must be >= 1, got {episodes}")
+    workdir = None if workdir is None else Path(workdir)
+    init_key, key = jax.random.split(jax.random.key(seed))
+    dense_state = env.reset()
+    blank = dict(agent=agent.init(init_key), replay=agent.replay(),
+                 episode=0, env_steps=0, best_masks=dense_state.layer_masks, best="{}")
+    saved, ckpt_path, log_path = blank, None, None
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        ckpt_path, log_path = workdir / "purl_search.msgpack", workdir / "episodes.jsonl"
+        if ckpt_path.exists():
+            saved = flax.serialization.from_bytes(blank, ckpt_path.read_bytes())
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        kept = [l for l in lines if json.loads(l)["episode"] < saved["episode"]]
+        log_path.write_text("".join(l + "\n" for l in kept))
+    agent_state, replay = saved["agent"], saved["replay"]
+    env_steps, start = int(saved["env_steps"]), int(saved["episode"])
+    best = json.loads(saved["best"]) or None
+    best_masks = tuple(jnp.asarray(m) for m in saved["best_masks"])
+    spec = env.reward
+    bar = tqdm(range(start, episodes), desc="purl", disable=not progress, initial=start,
+               total=episodes)
+    for episode in bar:
+        t0 = time.perf_counter()
+        state, obs = dense_state, env.observe(dense_state)
+        ret, losses, actions = 0.0, [], []
+        for t in range(env.num_steps):
+            k_act, k_upd = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, episode), t))
+            out = env.score_actions(state)
+            epsilon = float(agent.epsilon(env_steps))
+            a = int(agent.act(agent_state, obs, k_act, epsilon))
+            discount = 0.0 if out.done else 1.0
+            if experience == "all_actions":
+                k = env.num_actions
+                batch = Transition(jnp.tile(obs, (k, 1)), jnp.arange(k), out.reward,
+                                   out.next_obs, jnp.full((k,), discount))
+            else:
+                batch = Transition(obs[None], jnp.asarray([a]), out.reward[a:a + 1],
+                                   out.next_obs[a:a + 1], jnp.asarray([discount]))
+            replay = replay_add(replay, batch)
+            env_steps += 1
+            if int(replay.size) >= agent.config.min_replay:
+                agent_state, loss = agent.update(agent_state, replay, k_upd)
+                losses.append(float(loss))
+            ret += float(out.reward[a])
+            actions.append(a)
+            state, obs = env.step(state, out, a), out.next_obs[a]
+        sparsity = float(out.sparsity[a])
+        info = dict(
+            episode=episode, final_reward=float(hinge_reward(
+                state.accuracy, sparsity, spec.target_accuracy, spec.target_sparsity, spec.beta)),
+            **{"return": ret}, accuracy=state.accuracy, sparsity=sparsity,
+            actions=[float(env.actions[i]) for i in actions], epsilon=epsilon,
+            loss=float(np.mean(losses)) if losses else None, env_steps=env_steps,
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        if best is None or _final_key(info) > _final_key(best):
+            best, best_masks = info, state.layer_masks
+        info["best_final_reward"] = best["final_reward"]
+        bar.set_postfix(reward=f"{info['final_reward']:.3f}", best=f"{best['final_reward']:.3f}",
+                        acc=f"{info['accuracy']:.3f}", sparsity=f"{sparsity:.3f}")
+        if log_path is not None:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(info) + "\n")
+            if (episode + 1) % checkpoint_every == 0 or episode + 1 == episodes:
+                _save_atomic(ckpt_path, flax.serialization.to_bytes(dict(
+                    agent=agent_state, replay=replay, episode=episode + 1, env_steps=env_steps,
+                    best_masks=best_masks, best=json.dumps(best))))
+    bar.close()
+    return dict(masks=env.masks_tree(best_masks), best=best)
+
+
+def dqn_config(cfg: ml_collections.ConfigDict) -> DQNConfig:
+    fields = {f.name for f in dataclasses.fields(DQNConfig)}
+    given = dict(cfg.to_dict()) if cfg is not None else {}
+    unknown = set(given) - fields
+    if unknown:
+        raise PruneError(f"unknown prune.dqn fields {sorted(unknown)}; known: {sorted(fields)}")
+    if "hidden" in given:
+        given["hidden"] = tuple(given["hidden"])
+    return DQNConfig(**given)
+
+
+def dense_reward_accuracy(ctx: PruneContext) -> float:
+    layer = masked_layers(ctx.base_masks, ctx.graph)[0]
+    ones = jnp.ones((1, *layer.kernel_shape), bool)
+    return float(ctx.evaluate_layer(ctx.base_masks, layer.name, ones).accuracy[0])
+
+
+def make_env(ctx: PruneContext) -> PruningEnv:
+    """The MDP of ``config.prune``: target accuracy = the dense reward-set accuracy minus
+    ``accuracy_tolerance`` (reconstructed)."""
+    p = ctx.config.prune
+    dense = dense_reward_accuracy(ctx)
+    reward = RewardSpec(target_accuracy=max(dense - p.accuracy_tolerance, 1e-3),
+                        target_sparsity=p.target_sparsity, beta=p.beta, mode=p.reward_mode)
+    return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, ctx.evaluate_layer,
+                      reward, action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
+
+
+def run_purl(ctx: PruneContext) -> dict:
+    p = ctx.config.prune
+    env = make_env(ctx)
+    agent = DQN(env.obs_dim, env.num_actions, dqn_config(p.dqn))
+    return purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
+                       experience=p.experience, workdir=ctx.workdir / "search",
+                       checkpoint_every=p.checkpoint_every, progress=p.get("progress", True))
+
+
+def run_baseline(name: str, ctx: PruneContext) -> dict:
+    p = ctx.config.prune
+    masks = baselines.BASELINES[name](ctx.variables["params"], ctx.base_masks, ctx.graph,
+                                      p.target_sparsity, seed=ctx.config.seed,
+                                      min_keep_fraction=p.get("min_keep_fraction", 0.0005))
+    return dict(masks=masks)
+
+
+register_algorithm("purl", run_purl)
+for _name in baselines.BASELINES:
+    register_algorithm(_name, functools.partial(run_baseline, _name))
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Clear errors for settings that cannot work, before any training or search."""
+    p = config.prune
+    get_algorithm(p.algorithm)
+    if not 0.0 < p.target_sparsity < 1.0:
+        raise PruneError(f"prune.target_sparsity must lie in (0, 1), got {p.target_sparsity}")
+    if p.algorithm == "purl":
+        try:
+            action_grid(p.action_mode, tuple(p.actions))
+        except EnvError as e:
+            raise PruneError(f"prune.actions: {e}") from None
+        dqn_config(p.dqn)
+        if p.experience not in EXPERIENCE:
+            raise PruneError(f"prune.experience must be one of {EXPERIENCE}, got {p.experience!r}")
+    if not 0 < p.reward_set_size <= config.validation_size:
+        raise PruneError(
+            f"prune.reward_set_size={p.reward_set_size} must lie in (0, validation_size="
+            f"{config.validation_size}]: the reward set is drawn from the validation split")
+
+
+def _trainer():
+    from purl_jax import train
+
+    return train
+
+
+def _evaluator(model, variables, reward_set: Dataset, graph: Graph) -> EvaluateLayer:
+    from purl_jax.evaluator import Evaluator
+
+    ev = Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph)
+    return ev.evaluate_layer
+
+
+def prune(config: ml_collections.ConfigDict, workdir: str | Path, *, trainer: Any = None,
+          make_evaluator: Callable[..., EvaluateLayer] | None = None) -> dict:
+    """``purl-jax prune``: search masks with ``config.prune.algorithm``, fine-tune them
+    (``config.finetune``) and report dense vs pruned test accuracy, sparsity, parameter
+    and MAC reductions. ``trainer`` (default ``purl_jax.train``) and ``make_evaluator``
+    are injectable for tests. Writes ``result.json`` in ``workdir``."""
+    validate(config)
+    trainer = trainer or _trainer()
+    make_evaluator = make_evaluator or _evaluator
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    model, variables_init, splits, graph = trainer.setup(config)
+    reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
+    base = init_masks(variables_init["params"], graph, MaskPolicy(**dict(config.mask_policy)))
+    if not masked_layers(base, graph):
+        raise PruneError("config.mask_policy leaves no layer to prune")
+    variables = trainer.load_dense(config, workdir)
+    check_matches(variables, variables_init, where=config.dense_checkpoint or str(workdir / "dense"))
+    eval_bs = config.train.eval_batch_size
+    dense_test = trainer.evaluate_dataset(model, variables, splits.test, batch_size=eval_bs)
+    ctx = PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
+                       make_evaluator(model, variables, reward_set, graph))
+    t_search = time.time()
+    found = get_algorithm(config.prune.algorithm)(ctx)
+    search_seconds = time.time() - t_search
+    masks = found.pop("masks")
+    reward_scores = ctx.evaluate_layer(masks, masked_layers(base, graph)[0].name,
+                                       _layer_mask(masks, graph, base)[None])
+    finetuned, history = trainer.fit(model, variables, splits, config.finetune, masks=masks,
+                                     workdir=workdir / "finetune", seed=config.seed,
+                                     desc="finetune")
+    pruned_test = trainer.evaluate_dataset(model, finetuned, splits.test, masks=masks,
+                                           batch_size=eval_bs)
+    s = summary(variables["params"], masks, graph)
+    result = dict(
+        model=config.model, dataset=config.dataset, algorithm=config.prune.algorithm,
+        target_sparsity=config.prune.target_sparsity,
+        dense_test_accuracy=dense_test["accuracy"], pruned_test_accuracy=pruned_test["accuracy"],
+        reward_set_accuracy_before_finetune=float(reward_scores.accuracy[0]),
+        sparsity=s["sparsity"], params=s["params"], kept_params=s["kept_params"],
+        param_reduction=s["params"] / max(s["kept_params"], 1),
+        flops_kept=float(flops_cost(graph)(masks)), macs=s["macs"], kept_macs=s["kept_macs"],
+        layer_sparsity={k: v["sparsity"] for k, v in s["layers"].items() if v["masked"]},
+        search_seconds=round(search_seconds, 1), seconds=round(time.time() - start, 1),
+        finetune_history=history, **found,
+    )
+    result["flop_reduction"] = 1.0 / max(result["flops_kept"], 1e-12)
+    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+    return result
+
+
+def _layer_mask(masks: Masks, graph: Graph, base: Masks) -> jax.Array:
+    return jnp.asarray(get_path(masks, masked_layers(base, graph)[0].path))
+
+
+def format_table(r: dict) -> str:
+    rows = [
+        ("", "dense", f"pruned ({r['algorithm']})"),
+        ("test accuracy", f"{r['dense_test_accuracy']:.4f}", f"{r['pruned_test_accuracy']:.4f}"),
+        ("sparsity (masked)", "0", f"{r['sparsity']:.4f}"),
+        ("parameters", f"{r['params']:,}", f"{r['kept_params']:,} ({r['param_reduction']:.1f}x fewer)"),
+        ("MACs", f"{r['macs']:,}", f"{r['kept_macs']:,} ({r['flop_reduction']:.1f}x fewer)"),
+    ]
+    return "\n".join(f"{a:<20}{b:>14}  {c}" for a, b, c in rows)
+
+
+def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.ConfigDict:
+    """``config.prune`` for PuRL; the reconstructed defaults are marked."""
+    from purl_jax.env import DEFAULT_ALPHAS
+
+    return ml_collections.ConfigDict(dict(
+        algorithm="purl",
+        target_sparsity=target_sparsity,
+        accuracy_tolerance=0.01,  # reconstructed: A_target = dense reward-set accuracy - 1 point
+        beta=5.0,
+        reward_mode="dense",  # or "terminal" (AMC-style ablation)
+        action_mode="threshold",  # PuRL: |w| < alpha * std(w); or "sparsity"
+        actions=DEFAULT_ALPHAS,
+        passes=1,  # > 1: QLP-style repeated visits
+        episodes=episodes,
+        reward_set_size=1000,  # reconstructed; drawn from validation
+        experience="all_actions",  # or "taken"
+        checkpoint_every=1,
+        min_keep_fraction=0.0005,  # global_min baseline
+        progress=True,
+        dqn=dataclasses.asdict(DQNConfig()),
+    ))

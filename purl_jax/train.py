@@ -1,0 +1,373 @@
+"""Dense training and masked fine-tuning, data parallel over all local devices.
+
+One jitted step serves both: with ``masks`` the gradients going into the optimizer and
+the updates coming out are masked (``masked``), and the params are masked again after the
+update, so pruned weights stay exactly zero whatever momentum or weight decay do. The
+batch is sharded over a 'data' mesh axis, params and optimizer state are replicated; on
+one device this is plain single-device training. With a ``workdir`` the run writes
+``metrics.jsonl`` and orbax checkpoints in ``workdir/checkpoints/<desc>`` and resumes from
+them (mid-epoch too: batches are deterministic per (seed, epoch)).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from purl_jax import checkpoint as ckpt
+from purl_jax.data import Augment, Dataset, Splits, default_augment, iterate_batches, load_dataset
+from purl_jax.graph import Graph, analyze
+from purl_jax.masks import Masks, apply_masks, check_masks
+from purl_jax.models import get_model
+
+
+def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:
+    """The full config schema with defaults; ``configs/*.py`` start from it.
+
+    ``augment`` is set here because a ConfigDict field keeps its first type: False/True
+    (the dataset's default augmentation) or dict(crop_padding=, flip=).
+    """
+    c = ml_collections.ConfigDict()
+    c.model = "lenet5"
+    c.model_kwargs = {}
+    c.dataset = "mnist"
+    c.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.validation_size = 5000
+    c.pad_to = ml_collections.FieldReference(None, field_type=int)
+    c.augment = augment
+    c.seed = 0
+    c.mask_policy = dict(exclude_first=True, exclude_last=True, exclude=())
+    c.train = ml_collections.ConfigDict(dict(
+        optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        schedule="cosine", warmup_epochs=0, epochs=10, batch_size=128, label_smoothing=0.0,
+        eval_batch_size=1000, checkpoint_every_steps=1000))
+    c.finetune = ml_collections.ConfigDict(c.train.to_dict())
+    c.dense_checkpoint = ""
+    return c
+
+
+# -- optimizer --------------------------------------------------------------------------
+
+def masked(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``inner`` that keeps pruned weights frozen: ``update(..., masks=masks)`` masks the
+    gradients going in (so momentum and Adam moments of pruned weights stay zero) and the
+    updates coming out (so weight decay cannot move them). ``masks=None``: dense."""
+    inner = optax.with_extra_args_support(inner)
+
+    def update(updates, state, params=None, *, masks: Masks = None, **extra):
+        if masks is None:
+            return inner.update(updates, state, params, **extra)
+        updates, state = inner.update(apply_masks(updates, masks), state, params, **extra)
+        return apply_masks(updates, masks), state
+
+    return optax.GradientTransformationExtraArgs(inner.init, update)
+
+
+def _kernels_only(params: Any) -> Any:
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def learning_rate_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warmup over ``warmup_epochs``, then cosine decay to 0 or a constant rate."""
+    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "cosine":
+        main = optax.cosine_decay_schedule(cfg.learning_rate, max(1, total - warmup))
+    elif cfg.schedule == "constant":
+        main = optax.constant_schedule(cfg.learning_rate)
+    else:
+        raise ValueError(f"train.schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
+    if warmup <= 0:
+        return main
+    ramp = optax.linear_schedule(0.0, cfg.learning_rate, warmup)
+    return optax.join_schedules([ramp, main], [warmup])
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformationExtraArgs:
+    """SGD (momentum, Nesterov, L2 weight decay) or AdamW, with weight decay on kernels only."""
+    lr = learning_rate_schedule(cfg, steps_per_epoch)
+    if cfg.optimizer == "sgd":
+        tx = optax.chain(
+            optax.add_decayed_weights(cfg.weight_decay, mask=_kernels_only),
+            optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov),
+        )
+    elif cfg.optimizer == "adam":
+        tx = optax.adamw(lr, weight_decay=cfg.weight_decay, mask=_kernels_only)
+    else:
+        raise ValueError(f"train.optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
+    return masked(tx)
+
+
+# -- steps ------------------------------------------------------------------------------
+
+def _split(variables: Mapping) -> tuple[Any, dict]:
+    if "params" not in variables:
+        raise ValueError(f"variables need a 'params' collection, got {sorted(variables)}")
+    return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+
+def _train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
+                label_smoothing: float, state: dict, masks: Masks,
+                images: jax.Array, labels: jax.Array) -> tuple[dict, dict]:
+    rng, dropout = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+
+    def loss_fn(params):
+        logits, new_model_state = model.apply(
+            {"params": params, **state["model_state"]}, images, train=True,
+            mutable=list(state["model_state"]), rngs={"dropout": dropout})
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        return loss, (logits, new_model_state)
+
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"], masks=masks)
+    params = optax.apply_updates(state["params"], updates)
+    if masks is not None:
+        params = apply_masks(params, masks)
+    new = dict(params=params, model_state=dict(model_state), opt_state=opt_state,
+               step=state["step"] + 1, rng=jax.random.key_data(rng))
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return new, dict(loss=loss, accuracy=accuracy)
+
+
+def _eval_step(model: nn.Module, variables: dict, masks: Masks, images: jax.Array,
+               labels: jax.Array, weights: jax.Array) -> jax.Array:
+    """Summed loss and correct count over the examples with weight 1 (the rest is padding)."""
+    params, rest = _split(variables)
+    if masks is not None:
+        params = apply_masks(params, masks)
+    logits = model.apply({"params": params, **rest}, images, train=False)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = jnp.argmax(logits, -1) == labels
+    return jnp.stack([jnp.sum(loss * weights), jnp.sum(correct * weights)])
+
+
+# -- sharding ---------------------------------------------------------------------------
+
+def data_mesh() -> Mesh:
+    """All local devices on one 'data' axis."""
+    return Mesh(np.asarray(jax.local_devices()), ("data",))
+
+
+def _shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+    return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=16)
+def _jitted_eval(model: nn.Module):
+    # Cached per model so repeated evaluations (every epoch) reuse the compiled step.
+    return jax.jit(partial(_eval_step, model))
+
+
+def evaluate_dataset(model: nn.Module, variables: Mapping, dataset: Dataset, *,
+                     masks: Masks = None, batch_size: int = 1000) -> dict:
+    """Accuracy and mean cross-entropy over all of ``dataset`` (masks applied to params)."""
+    if len(dataset) == 0:
+        raise ValueError("cannot evaluate an empty dataset")
+    mesh = data_mesh()
+    replicated, sharded = _shardings(mesh)
+    batch_size = -(-min(batch_size, len(dataset)) // mesh.size) * mesh.size
+    variables = jax.device_put(dict(variables), replicated)
+    masks = None if masks is None else jax.device_put(masks, replicated)
+    step = _jitted_eval(model)
+    totals = jnp.zeros(2)
+    for images, labels in iterate_batches(dataset.images, dataset.labels, batch_size, rng_seed=0,
+                                          shuffle=False, drop_remainder=False):
+        n = len(labels)
+        weights = np.zeros(batch_size, np.float32)
+        weights[:n] = 1
+        pad = ((0, batch_size - n),)
+        batch = (np.pad(images, pad + ((0, 0),) * (images.ndim - 1)), np.pad(labels, pad), weights)
+        totals = totals + step(variables, masks, *jax.device_put(batch, sharded))
+    loss, correct = np.asarray(totals) / len(dataset)
+    return dict(accuracy=float(correct), loss=float(loss))
+
+
+# -- fit --------------------------------------------------------------------------------
+
+def _log(workdir: Path | None, record: dict) -> None:
+    if workdir is not None:
+        with open(workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.ConfigDict, *,
+        masks: Masks = None, workdir: str | Path | None = None, seed: int = 0,
+        desc: str = "train", augment: Augment | None = None) -> tuple[dict, list[dict]]:
+    """Trains ``variables`` for ``cfg.epochs`` on ``data.train``; returns the final variables
+    (masked when ``masks`` is given) and one metrics dict per epoch (with validation).
+
+    With ``workdir``, checkpoints go to ``workdir/checkpoints/<desc>`` and a run that finds
+    one there resumes from it; epoch metrics are appended to ``workdir/metrics.jsonl``.
+    """
+    params, model_state = _split(variables)
+    if masks is not None:
+        check_masks(params, masks)
+        params = apply_masks(params, masks)
+    n_train = len(data.train)
+    steps_per_epoch = n_train // cfg.batch_size
+    mesh = data_mesh()
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {n_train} training examples")
+    if cfg.batch_size % mesh.size:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {mesh.size} devices")
+    total_steps = cfg.epochs * steps_per_epoch
+    tx = make_optimizer(cfg, steps_per_epoch)
+    replicated, sharded = _shardings(mesh)
+    state = dict(params=params, model_state=dict(model_state), opt_state=tx.init(params),
+                 step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)))
+    # Copied first: the step donates the state, which must not delete the caller's arrays.
+    state = jax.device_put(jax.tree.map(jnp.array, state), replicated)
+    masks = None if masks is None else jax.device_put(masks, replicated)
+    history: list[dict] = []
+
+    workdir = None if workdir is None else Path(workdir).resolve()
+    mngr = None
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        mngr = ckpt.manager(workdir / "checkpoints" / desc)
+        restored = ckpt.restore(mngr, dict(state, masks=ckpt.flat_masks(masks)))
+        if restored is not None:
+            state, meta = restored
+            saved_masks = state.pop("masks")
+            if masks is not None and not all(  # same layers, else restore has raised
+                    np.array_equal(saved_masks[k], v) for k, v in ckpt.flat_masks(masks).items()):
+                raise ckpt.CheckpointError(
+                    f"{workdir / 'checkpoints' / desc} was made with other masks; use another workdir")
+            history = meta["history"]
+    meta_config = json.loads(cfg.to_json_best_effort())
+
+    def save(step: int) -> None:
+        if mngr is not None:
+            ckpt.save(mngr, step, dict(state, masks=ckpt.flat_masks(masks)),
+                      dict(config=meta_config, history=history, finished=step >= total_steps))
+
+    train_step = jax.jit(partial(_train_step, model, tx, cfg.label_smoothing),
+                         donate_argnums=0, out_shardings=replicated)
+    lr = learning_rate_schedule(cfg, steps_per_epoch)
+    step = int(state["step"])
+    try:
+        while step < total_steps:
+            epoch, skip = divmod(step, steps_per_epoch)
+            start, sums = time.time(), jnp.zeros(2)
+            batches = iterate_batches(data.train.images, data.train.labels, cfg.batch_size,
+                                      rng_seed=seed, epoch=epoch, augment=augment)
+            bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+                       unit="step", mininterval=2.0, leave=False)
+            for i, batch in enumerate(batches):
+                if i < skip:
+                    continue
+                state, metrics = train_step(state, masks, *jax.device_put(batch, sharded))
+                sums = sums + jnp.stack([metrics["loss"], metrics["accuracy"]])
+                step += 1
+                bar.update()
+                if (i + 1) % 50 == 0:
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+                last_of_epoch = i + 1 == steps_per_epoch  # saved below, with the epoch's metrics
+                if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and not last_of_epoch:
+                    save(step)
+            bar.close()
+            train_loss, train_acc = np.asarray(sums) / (steps_per_epoch - skip)
+            val = (evaluate_dataset(model, _variables(state), data.validation, masks=masks,
+                                    batch_size=cfg.eval_batch_size) if len(data.validation) else {})
+            record = dict(desc=desc, epoch=epoch + 1, step=step, lr=float(lr(step - 1)),
+                          train_loss=float(train_loss), train_accuracy=float(train_acc),
+                          **{f"val_{k}": v for k, v in val.items()},
+                          seconds=round(time.time() - start, 2))
+            history.append(record)
+            _log(workdir, record)
+            tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in record.items()))
+            save(step)
+    finally:
+        if mngr is not None:
+            mngr.close()
+    return jax.tree.map(np.asarray, _variables(state)), history
+
+
+def _variables(state: dict) -> dict:
+    return {"params": state["params"], **state["model_state"]}
+
+
+# -- configs to runs --------------------------------------------------------------------
+
+def get_augment(config: ml_collections.ConfigDict) -> Augment | None:
+    """``config.augment``: False/None = none, True = the dataset's default, a dict = Augment(**it)."""
+    aug = config.augment
+    if aug is None or aug is False:
+        return None
+    if aug is True:
+        default = default_augment(config.dataset)
+        if default is None:
+            raise ValueError(f"{config.dataset} has no default augmentation: give "
+                             "config.augment = dict(crop_padding=..., flip=...)")
+        return default
+    if isinstance(aug, ml_collections.ConfigDict):
+        return Augment(**aug.to_dict())
+    if isinstance(aug, Mapping):
+        return Augment(**aug)
+    raise ValueError(f"config.augment must be a bool or a dict, got {aug!r}")
+
+
+def setup(config: ml_collections.ConfigDict) -> tuple[nn.Module, dict, Splits, Graph]:
+    """The model, its initial variables (from ``config.seed``), the data and the graph."""
+    splits = load_dataset(config.dataset, data_dir=config.data_dir,
+                          validation_size=config.validation_size, seed=config.seed,
+                          pad_to=config.pad_to)
+    model = get_model(config.model, num_classes=splits.num_classes, **dict(config.model_kwargs))
+    variables = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, *splits.input_shape)))
+    graph = analyze(model, variables, splits.input_shape)
+    return model, variables, splits, graph
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str | Path,
+           parts: tuple | None = None) -> tuple[dict, dict]:
+    model, variables, splits, _ = parts or setup(config)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    start = time.time()
+    variables, history = fit(model, variables, splits, config.train, workdir=workdir,
+                             seed=config.seed, desc="train", augment=get_augment(config))
+    test = evaluate_dataset(model, variables, splits.test, batch_size=config.train.eval_batch_size)
+    result = dict(model=config.model, dataset=config.dataset, epochs=config.train.epochs,
+                  test_accuracy=test["accuracy"], test_loss=test["loss"],
+                  val_accuracy=history[-1].get("val_accuracy") if history else None,
+                  seconds_this_run=round(time.time() - start, 1), devices=jax.device_count())
+    _log(workdir, dict(desc="test", **result))
+    print(f"test accuracy {test['accuracy']:.4f}  loss {test['loss']:.4f}")
+    return variables, result
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+    """``purl-jax train``: trains the dense model of ``config`` in ``workdir`` (resuming
+    from its checkpoints) and returns the final metrics, test accuracy included."""
+    return _train(config, workdir)[1]
+
+
+def load_dense(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+    """The trained dense variables: from ``config.dense_checkpoint`` (a ``purl-jax train``
+    workdir) when set, otherwise trained now in ``workdir/dense`` (resumable)."""
+    parts = setup(config)
+    if config.dense_checkpoint:
+        where = Path(config.dense_checkpoint) / "checkpoints" / "train"
+        variables, meta = ckpt.restore_variables(where, parts[1])
+        if not meta.get("finished"):
+            print(f"warning: {where} holds an unfinished run ({len(meta['history'])} epochs)")
+        return variables
+    return _train(config, Path(workdir) / "dense", parts)[0]

@@ -1,0 +1,253 @@
+"""The constrained environment and search: bookkeeping, guaranteed feasibility, errors,
+a tiny end-to-end search with resume, the algorithm registration and the configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import built
+
+from purl_jax import constrained as c
+from purl_jax.budgets import BudgetError, get_cost
+from purl_jax.masks import MaskPolicy, init_masks, summary
+from purl_jax.ppo_lagrangian import PPOConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FAST_PPO = PPOConfig(epochs=2, num_minibatches=2)
+
+
+def _lenet():
+    model, variables, graph, shape = built("lenet5")
+    base = init_masks(variables["params"], graph)
+    return model, variables, graph, shape, base
+
+
+def _kept_score(stacked):
+    """A cheap stand-in reward: the share of kept weights (no network evaluation)."""
+    leaves = [m for m in jax.tree.leaves(stacked)]
+    return np.asarray(sum(m.reshape(m.shape[0], -1).mean(1) for m in leaves) / len(leaves))
+
+
+def _params(variables):
+    return get_cost("params", variables=variables)
+
+
+def _env_params(problem, model, budget, clamp=True, upper=1.0):
+    return c.EnvParams(jnp.asarray(problem.features), jnp.asarray(model.reductions),
+                       jnp.asarray(problem.max_fractions), jnp.asarray(problem.sizes, jnp.float32),
+                       jnp.float32(model.dense - budget), jnp.float32(upper), jnp.float32(clamp))
+
+
+def test_problem_and_env_bookkeeping():
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)
+    assert problem.names == ("conv2", "fc1") and problem.action_dim == 1
+    model = c.probe_costs(problem, _params(variables))
+    assert model.dense == pytest.approx(1.0)
+    conv2, fc1 = graph.layer("conv2").params, graph.layer("fc1").params
+    total = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    np.testing.assert_allclose(model.reductions, [conv2 / total, fc1 / total], rtol=1e-5)
+    assert model.floor == pytest.approx(1 - (conv2 + fc1) / total, rel=1e-5)
+
+    p = _env_params(problem, model, budget=0.5, clamp=False)
+    s = c.env_reset(2, 1)
+    obs = c.observe(p, s)
+    np.testing.assert_allclose(obs, np.r_[problem.features[0], 0.0])
+    s = c.env_step(p, s, jnp.array([0.25]))
+    s = c.env_step(p, s, jnp.array([1.7]))  # clipped to 1
+    assert int(s.step) == 2
+    np.testing.assert_allclose(s.fractions, [0.25, 1.0])
+    np.testing.assert_allclose(c.observe(p, s)[-1], 1.25 / 2)
+    masks = problem.build(s.fractions, s.scores)
+    kept = summary(variables["params"], masks, graph)["layers"]
+    assert kept["conv2"]["kept"] == conv2 - round(0.25 * conv2) and kept["fc1"]["kept"] == 0
+
+
+def test_clamp_keeps_the_budget_reachable():
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)
+    model = c.probe_costs(problem, _params(variables))
+    budget = 0.2
+    p = _env_params(problem, model, budget)
+    s = c.env_reset(2, 1)
+    s = c.env_step(p, s, jnp.array([0.0]))  # conv2 alone can be skipped: fc1 can cover it
+    assert float(s.fractions[0]) == 0.0
+    s = c.env_step(p, s, jnp.array([0.0]))  # fc1 must now prune what the budget needs
+    r = model.reductions
+    expect = (model.dense - budget) / r[1]
+    np.testing.assert_allclose(s.fractions[1], expect, rtol=1e-5)
+    assert _params(variables)(problem.build(s.fractions, s.scores)) <= budget + 1e-5
+    # the schedule's upper clip applies, but never below the lower bound
+    p2 = p._replace(upper=jnp.float32(0.5))
+    s2 = c.env_step(p2, c.env_step(p2, c.env_reset(2, 1), jnp.array([0.9])), jnp.array([0.9]))
+    np.testing.assert_allclose(s2.fractions[0], 0.5)
+    np.testing.assert_allclose(s2.fractions[1], (model.dense - budget - 0.5 * r[0]) / r[1], rtol=1e-5)
+
+
+def _user_cost(graph):
+    """A non-linear user callable: squared share of kept fc1 weights plus conv2's."""
+    def cost(masks):
+        fc1 = np.mean(np.asarray(masks["fc1"]["kernel"]))
+        conv2 = np.mean(np.asarray(masks["conv2"]["kernel"]))
+        return 0.5 * fc1**2 + 0.5 * conv2
+    return cost
+
+
+@pytest.mark.parametrize("cost_name", ["params", "flops", "user"])
+def test_projection_meets_the_budget_from_any_start(cost_name):
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)
+    cost_fn = get_cost(_user_cost(graph) if cost_name == "user" else cost_name,
+                       variables=variables, graph=graph)
+    model = c.probe_costs(problem, cost_fn)
+    scores = np.zeros((2, 1), np.float32)
+    for budget in (model.floor + 1e-4, 0.1 if cost_name == "params" else 0.3, 0.6):
+        for start in ([0.0, 0.0], [1.0, 0.0], [0.3, 0.9]):  # all-zero: the adversarial policy
+            f, _, cost = c.project(problem, cost_fn, model, budget, np.array(start, np.float32), scores)
+            assert cost <= budget
+            assert cost_fn(problem.build(jnp.asarray(f), jnp.asarray(scores))) == pytest.approx(cost)
+
+
+def test_infeasible_budget_is_a_clear_error_before_the_search():
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)  # conv1 and fc2 stay dense
+    calls = []
+
+    def score(stacked):
+        calls.append(1)
+        return _kept_score(stacked)
+
+    with pytest.raises(BudgetError, match="unreachable.*exclude_first"):
+        c.search(problem, _params(variables), score, c.SearchConfig(budget=0.001, iterations=1),
+                 progress=False)
+    assert not calls
+
+
+def test_bad_settings():
+    _, variables, graph, _, base = _lenet()
+    with pytest.raises(ValueError, match="action"):
+        c.make_problem(variables["params"], graph, base, action="filters")
+    with pytest.raises(ValueError, match="feasibility"):
+        c.SearchConfig(budget=0.1, feasibility="hope")
+    with pytest.raises(BudgetError, match="no masked layers"):
+        c.make_problem(variables["params"], graph, jax.tree.map(lambda _: None, variables["params"]))
+
+
+@pytest.mark.parametrize("feasibility", ["clamp", "project"])
+def test_adversarial_policy_still_returns_feasible_masks(feasibility):
+    # a policy that prunes (almost) nothing: its mean starts at 0.001 and 1 iteration
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)
+    cfg = c.SearchConfig(budget=0.05, iterations=1, num_envs=4, feasibility=feasibility,
+                         ppo=PPOConfig(epochs=1, num_minibatches=1, init_action=0.001, init_log_std=-8.0))
+    res = c.search(problem, _params(variables), _kept_score, cfg, progress=False)
+    assert res.cost <= 0.05
+    assert _params(variables)(res.masks) <= 0.05
+    if feasibility == "project":  # nothing clamped: the episodes themselves were over budget
+        assert res.history[0]["cost_mean"] > 0.05
+
+
+def test_tiny_search_end_to_end_and_resume(tmp_path):
+    model, variables, graph, shape, base = _lenet()
+    from purl_jax.evaluator import Evaluator
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, *shape)).astype(np.float32)
+    y = rng.integers(0, 10, 32).astype(np.int32)
+    ev = Evaluator(model, variables, x, y, graph=graph)
+    score = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
+    problem = c.make_problem(variables["params"], graph, base)
+    cost_fn = _params(variables)
+    cfg = c.SearchConfig(budget=0.1, iterations=2, num_envs=4, checkpoint_every=1, ppo=FAST_PPO)
+    first = c.search(problem, cost_fn, score, cfg, tmp_path, progress=False)
+    assert first.cost <= 0.1 and cost_fn(first.masks) <= 0.1
+    assert (tmp_path / "training.png").exists() and (tmp_path / "agent.pkl").exists()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2]
+    assert {"reward_mean", "cost_mean", "nu", "budget"} <= set(json.loads(lines[0]))
+    # "killed" after 2 iterations: a longer run resumes at iteration 3
+    more = c.search(problem, cost_fn, score, c.SearchConfig(**{**cfg.__dict__, "iterations": 3}),
+                    tmp_path, progress=False)
+    assert [h["iteration"] for h in more.history] == [1, 2, 3]
+    assert more.history[:2] == first.history
+    assert json.loads((tmp_path / "search.json").read_text())["feasible"]
+    with pytest.raises(ValueError, match="another search"):
+        c.search(problem, cost_fn, score, c.SearchConfig(budget=0.2, iterations=3), tmp_path,
+                 progress=False)
+
+
+@pytest.mark.slow  # ~100 s on 2 busy CPU cores: ResNet-20 init, 11 channel steps, compiles
+def test_channel_actions_under_a_flops_budget():
+    _, variables, graph, _ = built("resnet20")
+    policy = MaskPolicy()
+    problem = c.make_problem(variables["params"], graph, None, action="channel", policy=policy)
+    assert problem.action_dim == 64 and problem.action == "channel"
+    assert np.all(problem.max_fractions < 1)  # one channel per group always stays
+    cost_fn = get_cost("flops", graph=graph)
+    cfg = c.SearchConfig(budget=0.5, iterations=1, num_envs=2, ppo=PPOConfig(epochs=1, num_minibatches=1))
+    res = c.search(problem, cost_fn, _kept_score, cfg, progress=False)
+    assert res.cost <= 0.5 and cost_fn(res.masks) <= 0.5
+
+
+def test_layer_latency_cost_sees_channel_pruning():
+    _, variables, graph, _ = built("lenet5")
+    cost = c.layer_latency_cost(graph, batch_size=8, repeats=2)
+    dense = init_masks(variables["params"], graph)
+    assert cost(dense) == pytest.approx(1.0)
+    half = dict(dense)
+    half["fc1"] = {"kernel": dense["fc1"]["kernel"].at[:, 250:].set(False)}
+    assert cost(half) != cost(dense)
+
+
+def test_registered_as_the_constrained_algorithm():
+    from purl_jax.search import get_algorithm
+
+    assert get_algorithm("constrained") is c.run_constrained
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("name", ["lenet5_mnist_constrained", "resnet20_fmnist_constrained",
+                                  "resnet20_fmnist_latency_constrained",
+                                  "vgg16_cifar10_constrained", "resnet18_cifar10_constrained"])
+def test_configs_build(name):
+    config = _load(name)
+    assert config.prune.algorithm == "constrained"
+    cfg = c.search_config(config.prune, config.prune.budget, config.seed)
+    assert cfg.budget == config.prune.budget
+
+
+@pytest.mark.slow  # minutes on 2 CPU cores: VGG-16 and ResNet-18 compile and probe costs
+@pytest.mark.parametrize("name,shape", [("vgg16_cifar10_constrained", (32, 32, 3)),
+                                        ("resnet18_cifar10_constrained", (64, 64, 3))])
+def test_paper_configs_one_step_on_mock_data(name, shape, tmp_path):
+    """The whole ``run_constrained`` path for one iteration on small random arrays."""
+    from purl_jax.data import Dataset, Splits
+    from purl_jax.models import get_model
+    from purl_jax.search import PruneContext
+
+    config = _load(name)
+    config.prune.update(iterations=1, num_envs=2, progress=False, reward_set_size=8)
+    config.prune.ppo.update(epochs=1, num_minibatches=1)
+    _, variables, graph, _ = built(config.model)
+    model = get_model(config.model, num_classes=10)
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(8, *shape)).astype(np.float32), rng.integers(0, 10, 8).astype(np.int32))
+    splits = Splits(name="mock", train=data, validation=data, test=data, num_classes=10,
+                    mean=(0.0,) * 3, std=(1.0,) * 3)
+    base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
+    ctx = PruneContext(config, tmp_path, model, variables, splits, graph, base, data, None)
+    out = c.run_constrained(ctx)
+    assert out["constrained"]["feasible"] and out["constrained"]["cost"] <= 0.1
+    assert _params(variables)(out["masks"]) <= 0.1

@@ -1,0 +1,345 @@
+"""PuRL: env transitions and rewards, the search end to end, baselines, resume, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import types
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import built
+from purl_jax import baselines
+from purl_jax.checkpoint import CheckpointError
+from purl_jax.data import Dataset, Splits
+from purl_jax.dqn import DQN, DQNConfig
+from purl_jax.env import (EnvError, PruningEnv, RewardSpec, Scores, hinge_reward,
+                          sparsity_candidates, step_reward, threshold_candidates)
+from purl_jax.evaluator import Evaluator
+from purl_jax.graph import analyze
+from purl_jax.masks import MaskPolicy, init_masks, summary, threshold_mask
+from purl_jax.models import get_model
+from purl_jax.search import PruneError, prune, purl_defaults, purl_search, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_LAYERS = MaskPolicy(exclude_first=False, exclude_last=False)
+
+
+def fake_evaluate_layer(masks, layer_name, layer_masks):
+    """Deterministic stand-in: accuracy falls with the candidate layer's sparsity."""
+    kept = jnp.mean(layer_masks.reshape(layer_masks.shape[0], -1), axis=1)
+    acc = 0.5 + 0.5 * kept
+    return Scores(acc, -jnp.log(acc))
+
+
+def tiny_env(reward_mode="dense", passes=1, evaluate_layer=fake_evaluate_layer, **kw):
+    model, variables, graph, _ = built("lenet5")
+    base = init_masks(variables["params"], graph, ALL_LAYERS)
+    spec = RewardSpec(target_accuracy=0.9, target_sparsity=0.5, mode=reward_mode)
+    return PruningEnv(variables["params"], graph, base, evaluate_layer, spec, passes=passes, **kw)
+
+
+# -- pure maths --------------------------------------------------------------------------
+
+def test_hinge_reward_formula():
+    assert float(hinge_reward(0.9, 0.5, 0.9, 0.5)) == 0.0
+    assert float(hinge_reward(0.95, 0.8, 0.9, 0.5)) == 0.0  # beyond both targets: no bonus
+    np.testing.assert_allclose(hinge_reward(0.45, 0.25, 0.9, 0.5, beta=5.0), -5 * (0.5 + 0.5))
+    np.testing.assert_allclose(hinge_reward(0.9, 0.1, 0.9, 0.5, beta=2.0), -2 * 0.8, rtol=1e-6)
+
+
+def test_terminal_mode_rewards_only_the_last_step():
+    dense, terminal = RewardSpec(0.9, 0.5), RewardSpec(0.9, 0.5, mode="terminal")
+    assert float(step_reward(terminal, 0.5, 0.1, last=False)) == 0.0
+    assert float(step_reward(terminal, 0.5, 0.1, last=True)) == float(step_reward(dense, 0.5, 0.1, False))
+
+
+def test_threshold_action_is_purl_alpha_std_rule():
+    kernel = jax.random.normal(jax.random.key(0), (5, 5, 3, 8))
+    alphas = jnp.array([0.0, 0.5, 1.0, 2.2])
+    cands = threshold_candidates(kernel, jnp.ones(kernel.shape, bool), alphas)
+    for c, alpha in zip(cands, alphas):
+        np.testing.assert_array_equal(c, threshold_mask(kernel, float(alpha)))
+    assert bool(cands[0].all())
+
+
+def test_later_visits_only_prune_more():
+    kernel = jax.random.normal(jax.random.key(1), (64, 32))
+    mask = threshold_mask(kernel, 1.0)
+    again = threshold_candidates(kernel, mask, jnp.array([0.0, 0.5, 1.0]))
+    assert bool((again <= mask[None]).all())
+    assert int(again[2].sum()) < int(mask.sum())  # std of the survivors is larger
+    ratios = jnp.array([0.0, 0.3, 0.9])
+    by_ratio = sparsity_candidates(kernel, mask, ratios)
+    assert bool((by_ratio <= mask[None]).all())
+    current = 1 - float(mask.mean())
+    np.testing.assert_allclose(1 - by_ratio.reshape(3, -1).mean(1), [current, current, 0.9], atol=1e-3)
+
+
+# -- environment transitions ---------------------------------------------------------------
+
+def test_env_bookkeeping_matches_masks_summary():
+    env = tiny_env()
+    _, variables, graph, _ = built("lenet5")
+    state = env.reset()
+    assert state.accuracy == 1.0 and state.step == 0
+    for action in (3, 10, 22, 5):
+        out = env.score_actions(state)
+        assert out.layer_masks.shape[0] == env.num_actions == 23
+        assert out.next_obs.shape == (23, env.obs_dim)
+        state = env.step(state, out, action)
+        obs = env.observe(state)
+        np.testing.assert_allclose(obs, out.next_obs[action], rtol=1e-6)
+        s = summary(variables["params"], env.masks_tree(state.layer_masks), graph)
+        np.testing.assert_allclose(out.sparsity[action], s["sparsity"], rtol=1e-5)
+        assert state.prev_action == action
+    assert out.done and state.step == env.num_steps
+    with pytest.raises(EnvError, match="episode is over"):
+        env.score_actions(state)
+
+
+def test_env_rewards_every_step_or_only_at_the_end():
+    for mode in ("dense", "terminal"):
+        env = tiny_env(mode)
+        state = env.reset()
+        rewards = []
+        for _ in range(env.num_steps):
+            out = env.score_actions(state)
+            rewards.append(out.reward)
+            state = env.step(state, out, 12)
+        expected_last = hinge_reward(out.accuracy, out.sparsity, 0.9, 0.5)
+        np.testing.assert_allclose(rewards[-1], expected_last, rtol=1e-6)
+        if mode == "terminal":
+            assert all(float(jnp.abs(r).max()) == 0.0 for r in rewards[:-1])
+        else:
+            assert float(jnp.abs(rewards[0]).max()) > 0.0
+
+
+def test_multi_pass_episodes_visit_layers_again():
+    env = tiny_env(passes=2, action_mode="sparsity", actions=(0.0, 0.5, 0.9))
+    assert env.num_steps == 8
+    state = env.reset()
+    for t in range(env.num_steps):
+        state = env.step(state, env.score_actions(state), 1 if t < 4 else 2)
+    sparsities = [1 - float(m.mean()) for m in state.layer_masks]
+    np.testing.assert_allclose(sparsities, 0.9, atol=2e-3)
+
+
+# -- the search ------------------------------------------------------------------------------
+
+def _episode_rows(path: Path) -> list[dict]:
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+SMALL_DQN = DQNConfig(hidden=(16,), batch_size=16, min_replay=8, epsilon_decay_steps=20)
+
+
+def test_search_returns_its_best_episode_and_logs(tmp_path):
+    env = tiny_env()
+    agent = DQN(env.obs_dim, env.num_actions, SMALL_DQN)
+    out = purl_search(env, agent, episodes=4, workdir=tmp_path, progress=False)
+    rows = _episode_rows(tmp_path / "episodes.jsonl")
+    assert [r["episode"] for r in rows] == [0, 1, 2, 3]
+    best = max(rows, key=lambda r: (r["final_reward"], r["accuracy"], r["sparsity"]))
+    assert out["best"]["episode"] == best["episode"]
+    _, variables, graph, _ = built("lenet5")
+    np.testing.assert_allclose(summary(variables["params"], out["masks"], graph)["sparsity"],
+                               best["sparsity"], rtol=1e-5)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_search_resumes_after_a_kill(tmp_path):
+    full = tiny_env()
+    agent = DQN(full.obs_dim, full.num_actions, SMALL_DQN)
+    reference = purl_search(full, agent, episodes=5, workdir=tmp_path / "ref", progress=False)
+
+    calls = {"n": 0}
+
+    def dies_mid_episode(masks, name, layer_masks):
+        calls["n"] += 1
+        if calls["n"] == 1 + 4 * 2 + 2:  # reset, two full episodes, then mid-episode 3
+            raise Killed
+        return fake_evaluate_layer(masks, name, layer_masks)
+
+    with pytest.raises(Killed):
+        purl_search(tiny_env(evaluate_layer=dies_mid_episode), agent, episodes=5,
+                    workdir=tmp_path / "run", progress=False)
+    assert len(_episode_rows(tmp_path / "run" / "episodes.jsonl")) == 2
+    resumed = purl_search(tiny_env(), agent, episodes=5, workdir=tmp_path / "run", progress=False)
+    assert _episode_rows(tmp_path / "run" / "episodes.jsonl") == _episode_rows(tmp_path / "ref" / "episodes.jsonl")
+    drop = lambda best: {k: v for k, v in best.items() if k != "seconds"}
+    assert drop(resumed["best"]) == drop(reference["best"])
+
+
+def test_search_with_the_real_evaluator_on_a_tiny_model(tmp_path):
+    model = get_model("lenet_300_100", features=(16, 8))
+    x = np.random.RandomState(0).randn(32, 28, 28, 1).astype(np.float32)
+    y = np.random.RandomState(1).randint(0, 10, 32).astype(np.int32)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    graph = analyze(model, variables, (28, 28, 1))
+    base = init_masks(variables["params"], graph, ALL_LAYERS)
+    ev = Evaluator(model, variables, x, y, graph=graph)
+    env = PruningEnv(variables["params"], graph, base, ev.evaluate_layer, RewardSpec(0.1, 0.7))
+    out = purl_search(env, DQN(env.obs_dim, env.num_actions, SMALL_DQN), episodes=3,
+                      experience="taken", progress=False)
+    s = summary(variables["params"], out["masks"], graph)
+    np.testing.assert_allclose(s["sparsity"], out["best"]["sparsity"], rtol=1e-5)
+    score = ev.evaluate(out["masks"])
+    np.testing.assert_allclose(score.accuracy, out["best"]["accuracy"], atol=1e-6)
+
+
+# -- baselines -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(baselines.BASELINES))
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.98])
+def test_baselines_hit_the_target_sparsity(name, sparsity):
+    _, variables, graph, _ = built("lenet5")
+    base = init_masks(variables["params"], graph, ALL_LAYERS)
+    masks = baselines.BASELINES[name](variables["params"], base, graph, sparsity, seed=3)
+    s = summary(variables["params"], masks, graph)
+    np.testing.assert_allclose(s["sparsity"], sparsity, atol=2e-3)
+    assert all(v["kept"] > 0 for v in s["layers"].values())
+    if name == "uniform":
+        np.testing.assert_allclose([v["sparsity"] for v in s["layers"].values()], sparsity, atol=2e-3)
+
+
+def test_global_min_keeps_a_share_of_every_layer():
+    _, variables, graph, _ = built("lenet5")
+    base = init_masks(variables["params"], graph, ALL_LAYERS)
+    masks = baselines.global_min(variables["params"], base, graph, 0.95, min_keep_fraction=0.005)
+    s = summary(variables["params"], masks, graph)
+    total = sum(v["params"] for v in s["layers"].values())
+    for v in s["layers"].values():
+        assert v["kept"] >= min(v["params"], round(0.005 * total))
+
+
+# -- prune(): the command, on a fake trainer -------------------------------------------------
+
+def fake_trainer(dense_features=(16, 8)):
+    """``purl_jax.train``'s API over 200 random examples; fit only re-applies the masks."""
+    rng = np.random.RandomState(0)
+
+    def ds(n):
+        return Dataset(rng.randn(n, 28, 28, 1).astype(np.float32), rng.randint(0, 10, n).astype(np.int32))
+
+    splits = Splits("random", ds(128), ds(64), ds(64), 10, (0.0,), (1.0,))
+
+    def init(features):
+        model = get_model("lenet_300_100", num_classes=10, features=features)
+        return model, jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+
+    def setup(config):
+        model, variables = init((16, 8))
+        return model, variables, splits, analyze(model, variables, (28, 28, 1))
+
+    def load_dense(config, workdir):
+        return init(dense_features)[1]
+
+    def fit(model, variables, data, cfg, *, masks=None, workdir=None, seed=0, desc="train"):
+        from purl_jax.masks import apply_masks
+        return {**variables, "params": apply_masks(variables["params"], masks)}, []
+
+    def evaluate_dataset(model, variables, dataset, *, masks=None, batch_size=1000):
+        from purl_jax.masks import apply_masks
+        params = variables["params"] if masks is None else apply_masks(variables["params"], masks)
+        logits = model.apply({**variables, "params": params}, dataset.images)
+        return dict(accuracy=float((logits.argmax(-1) == dataset.labels).mean()), loss=0.0)
+
+    return types.SimpleNamespace(setup=setup, load_dense=load_dense, fit=fit,
+                                 evaluate_dataset=evaluate_dataset)
+
+
+def tiny_config(algorithm="purl", **prune):
+    from purl_jax.train import base_config
+    c = base_config()
+    c.model, c.validation_size = "lenet_300_100", 64
+    c.mask_policy = dict(exclude_first=False, exclude_last=False, exclude=())
+    c.prune = purl_defaults(target_sparsity=0.8, episodes=2)
+    c.prune.update(**{"algorithm": algorithm, "reward_set_size": 32, "progress": False, **prune})
+    c.prune.dqn.update(hidden=(16,), batch_size=8, min_replay=8)
+    return c
+
+
+@pytest.mark.parametrize("algorithm", ["purl", "global_min", "random"])
+def test_prune_end_to_end_on_a_fake_trainer(tmp_path, algorithm, capsys):
+    result = prune(tiny_config(algorithm), tmp_path, trainer=fake_trainer())
+    assert 0.0 < result["sparsity"] < 1.0 and result["kept_params"] < result["params"]
+    assert json.loads((tmp_path / "result.json").read_text())["algorithm"] == algorithm
+    assert "test accuracy" in capsys.readouterr().out
+    if algorithm == "purl":
+        assert (tmp_path / "search" / "episodes.jsonl").exists()
+    else:
+        np.testing.assert_allclose(result["sparsity"], 0.8, atol=2e-3)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("target_sparsity", 0.0, "target_sparsity"),
+    ("target_sparsity", 1.2, "target_sparsity"),
+    ("actions", (), "empty"),
+    ("reward_set_size", 65, "reward_set_size"),
+    ("algorithm", "nope", "unknown pruning algorithm"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, field, value, match):
+    config = tiny_config(**{field: value})
+    trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
+    with pytest.raises(PruneError, match=match):
+        prune(config, tmp_path, trainer=trainer)
+
+
+def test_dense_checkpoint_of_another_model_is_refused(tmp_path):
+    trainer = fake_trainer(dense_features=(32, 8))
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        prune(tiny_config(), tmp_path, trainer=trainer)
+    assert not (tmp_path / "search").exists()
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+def load_config(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["lenet5_mnist_purl", "lenet300_mnist_purl",
+                                  "resnet20_fmnist_purl", "resnet50_imagenet_purl",
+                                  "mobilenetv2_imagenet_purl"])
+def test_configs_are_valid_and_documented(name):
+    module = load_config(name)
+    validate(module.get_config())
+    assert f"purl-jax prune --config configs/{name}.py" in module.__doc__
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50_imagenet_purl", "mobilenetv2_imagenet_purl"])
+def test_paper_configs_run_one_search_step_on_mock_data(name):
+    """The paper-scale MDP and agent, built from the config, on 4 random 32x32 images."""
+    config = load_config(name).get_config()
+    model = get_model(config.model, num_classes=10, **dict(config.model_kwargs))
+    x = np.random.RandomState(0).randn(4, 32, 32, 3).astype(np.float32)
+    y = np.arange(4, dtype=np.int32)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    graph = analyze(model, variables, (32, 32, 3))
+    base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
+    p = config.prune
+    env = PruningEnv(variables["params"], graph, base,
+                     Evaluator(model, variables, x, y, graph=graph).evaluate_layer,
+                     RewardSpec(0.5, p.target_sparsity, p.beta, p.reward_mode),
+                     action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
+    from purl_jax.search import dqn_config
+    agent = DQN(env.obs_dim, env.num_actions, dqn_config(p.dqn))
+    state = env.reset()
+    out = env.score_actions(state)
+    assert out.layer_masks.shape[0] == len(p.actions) == 23
+    a = int(agent.act(agent.init(jax.random.key(0)), env.observe(state), jax.random.key(1), 0.0))
+    state = env.step(state, out, a)
+    assert state.step == 1 and env.num_steps > 20

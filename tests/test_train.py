@@ -1,0 +1,236 @@
+"""Training: masked fine-tuning keeps zeros, batch stats, resume, CLI, checkpoints, data parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from purl_jax import train as train_lib
+from purl_jax.checkpoint import CheckpointError, restore_variables
+from purl_jax.data import Dataset, Splits
+from purl_jax.graph import analyze
+from purl_jax.main import run
+from purl_jax.masks import init_masks, magnitude_masks
+from purl_jax.models import ResNetCifar, get_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_splits(n: int = 64, shape=(8, 8, 1), seed: int = 0) -> Splits:
+    """Random images whose label is the sign pattern of two pixels: learnable, 4 classes."""
+    rng = np.random.default_rng(seed)
+
+    def make(m):
+        x = rng.normal(size=(m, *shape)).astype(np.float32)
+        y = ((x[:, 0, 0, 0] > 0) * 2 + (x[:, 1, 1, 0] > 0)).astype(np.int32)
+        return Dataset(x, y)
+
+    return Splits("tiny", make(n), make(16), make(16), 4, (0.0,), (1.0,))
+
+
+def tiny_cfg(**overrides) -> ml_collections.ConfigDict:
+    cfg = train_lib.base_config().train
+    cfg.update(dict(optimizer="sgd", learning_rate=0.05, momentum=0.9, weight_decay=0.05,
+                    epochs=2, batch_size=16, eval_batch_size=16, checkpoint_every_steps=0))
+    cfg.update(overrides)
+    return cfg
+
+
+def tiny_mlp():
+    model = get_model("lenet_300_100", num_classes=4, features=(16, 8))
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    return model, variables, analyze(model, variables, (8, 8, 1))
+
+
+def tiny_resnet():
+    model = ResNetCifar(depth=8, num_classes=4, width=4)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    return model, variables, analyze(model, variables, (8, 8, 1))
+
+
+@pytest.mark.parametrize("optimizer,build", [("sgd", tiny_resnet), ("adam", tiny_mlp)])
+def test_masked_weights_stay_exactly_zero(optimizer, build):
+    model, variables, graph = build()
+    masks = magnitude_masks(variables["params"], init_masks(variables["params"], graph), graph, 0.5)
+    cfg = tiny_cfg(optimizer=optimizer, learning_rate=0.05 if optimizer == "sgd" else 1e-2,
+                   weight_decay=0.1)
+    out, history = train_lib.fit(model, variables, tiny_splits(), cfg, masks=masks)
+    assert len(history) == 2 and "val_accuracy" in history[-1]
+    checked = 0
+    for layer in graph.layers:
+        mask = masks
+        for key in layer.path:
+            mask = mask[key]
+        if mask is None:
+            continue
+        before = np.asarray(_get(variables["params"], layer.path))
+        after = np.asarray(_get(out["params"], layer.path))
+        mask = np.asarray(mask)
+        assert np.all(after[~mask] == 0.0), layer.name  # exactly zero, not just small
+        assert not np.allclose(after[mask], before[mask]), layer.name  # the rest trained
+        checked += 1
+    assert checked >= 1
+    if "batch_stats" not in variables:
+        return
+    # Batch-norm statistics are updated in training (mutable batch_stats, train=True).
+    before, after = jax.tree.leaves(variables["batch_stats"]), jax.tree.leaves(out["batch_stats"])
+    assert len(after) == len(before) > 0
+    assert all(not np.allclose(a, b) for a, b in zip(after, before))
+
+
+def _get(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def test_optimizer_and_schedule_reject_unknown_names():
+    with pytest.raises(ValueError, match="optimizer"):
+        train_lib.make_optimizer(tiny_cfg(optimizer="rmsprop"), 10)
+    with pytest.raises(ValueError, match="schedule"):
+        train_lib.make_optimizer(tiny_cfg(schedule="step"), 10)
+    sched = train_lib.learning_rate_schedule(tiny_cfg(warmup_epochs=1, epochs=3), 10)
+    assert float(sched(0)) == 0.0 and float(sched(10)) == pytest.approx(0.05)
+    assert float(sched(30)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    model, variables, graph = tiny_mlp()
+    masks = magnitude_masks(variables["params"], init_masks(variables["params"], graph), graph, 0.3)
+    data = tiny_splits()
+    cfg = tiny_cfg(epochs=3, checkpoint_every_steps=3)  # 4 steps per epoch, 12 in all
+    reference, ref_history = train_lib.fit(model, variables, data, cfg, masks=masks, seed=3)
+
+    real = train_lib.iterate_batches
+    seen = {"train": 0}
+
+    def killed_after_seven(*args, **kwargs):  # dies mid-epoch 2, after the step-6 checkpoint
+        for batch in real(*args, **kwargs):
+            if kwargs.get("shuffle", True):
+                if seen["train"] == 7:
+                    raise KeyboardInterrupt
+                seen["train"] += 1
+            yield batch
+
+    monkeypatch.setattr(train_lib, "iterate_batches", killed_after_seven)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.fit(model, variables, data, cfg, masks=masks, seed=3, workdir=tmp_path)
+    monkeypatch.setattr(train_lib, "iterate_batches", real)
+    assert (tmp_path / "checkpoints" / "train" / "6").is_dir()
+
+    resumed, history = train_lib.fit(model, variables, data, cfg, masks=masks, seed=3,
+                                     workdir=tmp_path)
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["val_accuracy"] == pytest.approx(ref_history[-1]["val_accuracy"])
+    # A finished run in the same workdir trains no further.
+    again, history = train_lib.fit(model, variables, data, cfg, masks=masks, seed=3,
+                                   workdir=tmp_path)
+    assert len(history) == 3
+    np.testing.assert_array_equal(jax.tree.leaves(again)[0], jax.tree.leaves(resumed)[0])
+
+
+def test_resume_with_other_masks_is_refused(tmp_path):
+    model, variables, graph = tiny_mlp()
+    full = init_masks(variables["params"], graph)
+    cfg = tiny_cfg(epochs=1)
+    train_lib.fit(model, variables, tiny_splits(), cfg, masks=full, workdir=tmp_path)
+    other = magnitude_masks(variables["params"], full, graph, 0.5)
+    assert not all(bool(np.all(m)) for m in jax.tree.leaves(other))
+    with pytest.raises(CheckpointError, match="other masks"):
+        train_lib.fit(model, variables, tiny_splits(), cfg, masks=other, workdir=tmp_path)
+    with pytest.raises(CheckpointError, match="does not fit this run"):  # dense run, same workdir
+        train_lib.fit(model, variables, tiny_splits(), cfg, workdir=tmp_path)
+
+
+def test_mismatched_checkpoint_gives_clear_error(tmp_path):
+    small = get_model("lenet_300_100", num_classes=4, features=(8,))
+    variables = small.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    train_lib.fit(small, variables, tiny_splits(), tiny_cfg(epochs=1), workdir=tmp_path)
+    where = tmp_path / "checkpoints" / "train"
+    restored, meta = restore_variables(where, variables)
+    assert meta["finished"] and len(meta["history"]) == 1
+    other = get_model("lenet_300_100", num_classes=4, features=(16,))
+    reference = other.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    with pytest.raises(CheckpointError, match=r"does not match the model.*fc1/kernel has shape \(64, 8\)"):
+        restore_variables(where, reference)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        restore_variables(tmp_path / "nothing", reference)
+
+
+def test_cli_train_on_embedded_mnist_then_load_dense(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    argv = ["purl-jax", "train", "--config", str(REPO / "configs" / "lenet300_mnist.py"),
+            "--workdir", str(workdir), "--config.train.epochs=2", "--config.validation_size=58000",
+            "--config.train.batch_size=100", "--config.train.learning_rate=0.1"]
+    run(argv)
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["desc"] for r in records] == ["train", "train", "test"]
+    assert records[-1]["test_accuracy"] > 0.8  # 2000 examples, 40 steps; chance is 0.1
+    assert json.loads((workdir / "config.json").read_text())["train"]["epochs"] == 2
+    assert "test accuracy" in capsys.readouterr().out
+
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    config.dense_checkpoint = str(workdir)
+    variables = train_lib.load_dense(config, tmp_path / "unused")
+    assert variables["params"]["fc1"]["kernel"].shape == (784, 300)
+    config.model = "lenet5"
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        train_lib.load_dense(config, tmp_path / "unused")
+
+
+def test_cli_rejects_missing_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(["purl-jax", "train", "--config", str(REPO / "configs" / "lenet5_mnist.py")])
+    assert e.value.code == 2 and "--workdir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["purl-jax", "train", "--config", str(REPO / "configs" / "lenet5_mnist.py"),
+             "--workdir", str(tmp_path), "--config.train.no_such_field=1"])
+    assert "no_such_field" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["purl-jax", "nosuchcommand"])
+    assert "usage: purl-jax {models,train,prune}" in capsys.readouterr().err
+
+
+_DP_SCRIPT = """
+import sys, jax, numpy as np
+from jax.sharding import Mesh
+sys.path.insert(0, {tests!r})
+from test_train import tiny_cfg, tiny_resnet, tiny_splits
+from purl_jax import train as train_lib
+assert jax.device_count() == 2, jax.devices()
+model, variables, _ = tiny_resnet()
+two, history2 = train_lib.fit(model, variables, tiny_splits(), tiny_cfg(epochs=1))
+assert train_lib.data_mesh().size == 2
+train_lib.data_mesh = lambda: Mesh(np.asarray(jax.local_devices()[:1]), ("data",))
+one, history1 = train_lib.fit(model, variables, tiny_splits(), tiny_cfg(epochs=1))
+leaves = lambda t: [np.asarray(x) for x in jax.tree.leaves(t)]
+np.savez({out!r}, one=np.concatenate([x.ravel() for x in leaves(one)]),
+         two=np.concatenate([x.ravel() for x in leaves(two)]),
+         val=np.array([history1[-1]["val_loss"], history2[-1]["val_loss"]]))
+"""
+
+
+def test_data_parallel_two_devices_matches_one(tmp_path):
+    """The same step sharded over 2 forced CPU devices and on 1 (in a subprocess: the
+    device count is fixed when jax starts)."""
+    out = tmp_path / "dp.npz"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    script = _DP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = np.load(out)
+    assert result["one"].size > 1000
+    np.testing.assert_allclose(result["two"], result["one"], rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(result["val"][1], result["val"][0], rtol=1e-4)

@@ -19,8 +19,8 @@ def get_config():
     c.train.update(optimizer="adam", learning_rate=1e-3, weight_decay=0.0, nesterov=False,
                    schedule="cosine", epochs=5, batch_size=128, checkpoint_every_steps=200)
     c.finetune.update(c.train.to_dict())
-    c.finetune.update(learning_rate=5e-4, epochs=3)
-    c.prune = purl_defaults(target_sparsity=0.95, episodes=80)
+    c.finetune.update(learning_rate=1e-3, label_smoothing=0.1, epochs=15)
+    c.prune = purl_defaults(target_sparsity=0.95, episodes=40)
     c.prune.update(passes=2)
-    c.prune.dqn.update(epsilon_decay_steps=300)
+    c.prune.dqn.update(epsilon_decay_steps=120)
     return c

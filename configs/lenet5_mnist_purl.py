@@ -26,5 +26,5 @@ def get_config():
     c.finetune.update(learning_rate=5e-4, epochs=3)
     c.prune = purl_defaults(target_sparsity=0.98, episodes=40)
     c.prune.update(passes=2, reward_set_size=500)
-    c.prune.dqn.update(epsilon_decay_steps=300, min_replay=64)
+    c.prune.dqn.update(epsilon_decay_steps=160, min_replay=64)
     return c

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from purl_jax.graph import Graph
-from purl_jax.masks import Masks, MaskError, global_magnitude_masks, magnitude_masks, masked_layers
+from purl_jax.masks import (Masks, MaskError, get_path, global_magnitude_masks, magnitude_masks,
+                            masked_layers)
 
 Baseline = Callable[..., Masks]
 
@@ -59,6 +60,31 @@ def random_allocation(params: Any, masks: Masks, graph: Graph, sparsity: float, 
     _check(sparsity)
     layers = masked_layers(masks, graph)
     ratios = random_ratios(np.array([l.params for l in layers]), sparsity, seed)
+    return magnitude_masks(params, masks, graph, {l.name: float(r) for l, r in zip(layers, ratios)})
+
+
+def scale_keep(sizes: np.ndarray, keep: np.ndarray, sparsity: float) -> np.ndarray:
+    """Per-layer ratios ``1 - min(1, c * keep)`` with ``c`` bisected so the size-weighted
+    sparsity is ``sparsity``: the allocation's shape kept, its total moved to the target."""
+    sizes = np.asarray(sizes, np.float64)
+    keep = np.maximum(np.asarray(keep, np.float64), 1.0 / sizes)  # a collapsed layer keeps 1
+    budget = (1.0 - sparsity) * sizes.sum()
+    lo, hi = 0.0, 1.0 / keep.min()
+    for _ in range(100):
+        c = (lo + hi) / 2
+        lo, hi = (c, hi) if (np.minimum(1.0, c * keep) * sizes).sum() < budget else (lo, c)
+    return 1.0 - np.minimum(1.0, hi * keep)
+
+
+def project(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float) -> Masks:
+    """``found``'s per-layer allocation rescaled to exactly ``sparsity`` overall, by
+    magnitude within each layer (threshold actions prune by magnitude too, so at equal
+    per-layer ratios the masks are the same)."""
+    _check(sparsity)
+    layers = masked_layers(masks, graph)
+    sizes = np.array([l.params for l in layers])
+    keep = np.array([float(np.mean(np.asarray(get_path(found, l.path)))) for l in layers])
+    ratios = scale_keep(sizes, keep, sparsity)
     return magnitude_masks(params, masks, graph, {l.name: float(r) for l, r in zip(layers, ratios)})
 
 

@@ -31,7 +31,8 @@ import math
 import os
 import pickle
 import time
-from functools import partial
+import weakref
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -77,6 +78,26 @@ class Problem:
     @property
     def action_dim(self) -> int:
         return int(self.sizes.max())
+
+
+_BUILDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _jitted_build(problem: Problem, stacked: bool = False) -> Callable:
+    """``jit(build)`` / ``jit(vmap(build))``, compiled once per problem (a sweep's budgets,
+    the cost probes and the projection share them)."""
+    fns = _BUILDS.get(problem.build)
+    if fns is None:
+        fns = _BUILDS[problem.build] = (jax.jit(problem.build), jax.jit(jax.vmap(problem.build)))
+    return fns[1] if stacked else fns[0]
+
+
+@lru_cache(maxsize=8)
+def _compiled_agent(ppo: PPOConfig, obs_dim: int, action_dim: int):
+    """The agent and its jitted rollout, shared by searches of the same shape (budgets are
+    traced arguments, so a sweep compiles once)."""
+    agent = PPOLagrangian(ppo, obs_dim, action_dim)
+    return agent, jax.jit(partial(rollout, agent), static_argnums=3)
 
 
 def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = "layer",
@@ -137,7 +158,7 @@ class CostModel(NamedTuple):
 def probe_costs(problem: Problem, cost_fn: CostFn) -> CostModel:
     """L + 2 cost evaluations giving the linear model the action clamp uses."""
     scores = jnp.zeros((problem.num_steps, problem.action_dim))
-    build = jax.jit(problem.build)
+    build = _jitted_build(problem)
     measure = lambda f: cost_fn(build(jnp.asarray(f, jnp.float32), scores))
     zeros = np.zeros(problem.num_steps, np.float32)
     dense = measure(zeros)
@@ -249,7 +270,7 @@ def project(problem: Problem, cost_fn: CostFn, model: CostModel, budget: float,
             ) -> tuple[np.ndarray, np.ndarray, float]:
     """The least move of ``fractions`` towards the maximum whose *measured* cost meets the
     budget (bisection); falls back to the verified floor, so the result always fits."""
-    build = jax.jit(problem.build)
+    build = _jitted_build(problem)
     measure = lambda f, sc: cost_fn(build(jnp.asarray(f, jnp.float32), jnp.asarray(sc)))
     cost = measure(fractions, scores)
     if cost <= budget:
@@ -347,16 +368,18 @@ def plot_training(history: Sequence[dict], path: str | Path) -> None:
 
 
 def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConfig,
-           workdir: str | Path | None = None, *, progress: bool = True) -> SearchResult:
+           workdir: str | Path | None = None, *, progress: bool = True,
+           cost_model: CostModel | None = None) -> SearchResult:
     """PPO-Lagrangian search under ``cost_fn(masks) <= cfg.budget``; resumable in ``workdir``.
 
     ``score_fn(stacked_masks) -> accuracy[K]`` scores all end-of-episode candidates of an
     iteration in one call (``Evaluator.evaluate_stacked``). The returned masks are the
     best-scoring feasible candidate seen, projected onto the budget (see ``project``).
+    ``cost_model``: this problem's ``probe_costs``, when the caller has measured it already.
     """
-    model = probe_costs(problem, cost_fn)
+    model = cost_model if cost_model is not None else probe_costs(problem, cost_fn)
     check_budget(model, cfg.budget)
-    agent = PPOLagrangian(cfg.ppo, problem.features.shape[1] + 1, problem.action_dim)
+    agent, run = _compiled_agent(cfg.ppo, problem.features.shape[1] + 1, problem.action_dim)
     key_init, root = jax.random.split(jax.random.key(cfg.seed))
     state: AgentState = agent.init(key_init)
     start, history, best = 0, [], None
@@ -378,8 +401,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
                      jnp.asarray(problem.max_fractions), jnp.asarray(problem.sizes, jnp.float32),
                      jnp.float32(model.dense - cfg.budget), jnp.float32(1.0),
                      jnp.float32(cfg.feasibility == "clamp"))
-    run = jax.jit(partial(rollout, agent), static_argnums=3)
-    build = jax.jit(jax.vmap(problem.build))
+    build = _jitted_build(problem, stacked=True)
     budget = jnp.float32(cfg.budget)
     metrics_file = None if workdir is None else open(workdir / "metrics.jsonl", "a")
 
@@ -412,6 +434,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
         record = dict(iteration=it + 1, reward_mean=float(accs.mean()), reward_max=float(accs.max()),
                       cost_mean=float(costs.mean()), cost_min=float(costs.min()),
                       feasible_fraction=float(feasible.mean()), budget=cfg.budget,
+                      reward=float(accs.mean()), cost=float(costs.mean()),  # report curves
                       nu=float(m["nu"]), best_accuracy=best["accuracy"], clip=cfg.clip(it),
                       **{k: float(m[k]) for k in ("pi_loss", "v_loss", "approx_kl", "entropy")},
                       seconds=round(time.time() - tic, 3))
@@ -426,7 +449,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     checkpoint(cfg.iterations)
 
     fractions, scores, cost = project(problem, cost_fn, model, cfg.budget, best["fractions"], best["scores"])
-    masks = jax.jit(problem.build)(jnp.asarray(fractions, jnp.float32), jnp.asarray(scores))
+    masks = _jitted_build(problem)(jnp.asarray(fractions, jnp.float32), jnp.asarray(scores))
     accuracy = float(np.asarray(score_fn(jax.tree.map(lambda x: x[None], masks)))[0])
     result = SearchResult(masks, float(cost), cfg.budget, accuracy,
                           dict(zip(problem.names, map(float, fractions))), history)
@@ -437,7 +460,8 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
 
 # -- a measured latency that sees structured pruning ------------------------------------
 
-def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5) -> CostFn:
+def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5,
+                       levels: int | None = 16) -> CostFn:
     """Measured latency of the *compact* conv / dense layers, relative to dense.
 
     A masked model runs as fast as the dense one on backends that do not skip zeros (the
@@ -445,6 +469,11 @@ def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5) 
     at its kept input and output channel counts (channels whose kernel slice is all
     pruned are gone) on this device, caches every shape, and sums: a latency lookup
     table in the style of NetAdapt. Batch norm, adds and pooling are not timed.
+
+    ``levels``: kept channel counts are rounded *up* to multiples of ``ceil(n / levels)``
+    (n = the layer's channels), so the table holds at most ``(levels + 1)^2`` shapes per
+    layer (each a compile and a timing) and over-estimates, never under-estimates, the
+    time of the exact shape (time grows with channels); ``None`` times exact counts.
     """
     from purl_jax.budgets import time_call
 
@@ -477,6 +506,12 @@ def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5) 
             return kept, kept
         return int(m.any(axis=(0, 2)).sum()), int(m.any(axis=(0, 1)).sum())
 
+    def quantise(count: int, n: int) -> int:
+        if levels is None or count == 0:
+            return count
+        step = -(-n // levels)
+        return min(-(-count // step) * step, n)
+
     def total(masks) -> float:
         seconds = 0.0
         for layer in graph.layers:
@@ -484,7 +519,9 @@ def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5) 
                 mask = get_path(masks, layer.path)
             except (KeyError, TypeError):
                 mask = None
-            seconds += layer_time(layer, *kept_channels(layer, mask))
+            cin, cout = kept_channels(layer, mask)
+            seconds += layer_time(layer, quantise(cin, layer.in_features),
+                                  quantise(cout, layer.out_features))
         return seconds
 
     dense = sum(layer_time(layer, layer.in_features, layer.out_features) for layer in graph.layers)
@@ -502,7 +539,7 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         algorithm="constrained",
         cost=cost,  # "params", "flops", "latency" (masked model), "layer_latency" (compact layers)
         budget=budget,  # relative to dense: 0.1 = at most 10% of the dense cost
-        budgets=(),  # a sweep: several budgets in one run -> front.json, front.png
+        budgets=(),  # a sweep: several budgets in one run -> <workdir>/front.json, front.png
         target_sparsity=min(max(1.0 - budget, 0.01), 0.99),  # nominal, for the shared result table
         action=action,  # "layer" (fraction by magnitude) or "channel" (keep value per channel)
         feasibility="clamp",
@@ -541,15 +578,27 @@ def plot_front(rows: Sequence[dict], path: str | Path, key: str = "test_accuracy
     plt.close(fig)
 
 
+def _trainer(ctx):
+    """``prune``'s trainer when the context carries one (tests inject a fake), else ``train``."""
+    trainer = getattr(ctx, "trainer", None)
+    if trainer is None:
+        from purl_jax import train as trainer
+    return trainer
+
+
 def run_constrained(ctx) -> dict:
     """``config.prune.algorithm = "constrained"`` for ``purl_jax.search.prune``.
 
-    Searches under ``prune.budget``; with ``prune.budgets`` it first sweeps them all
-    (each searched, fine-tuned with ``config.finetune`` and tested) into ``front.json`` /
-    ``front.png``. Returns the masks of ``prune.budget``, which ``prune`` fine-tunes.
+    Searches under ``prune.budget`` in ``<workdir>/search`` (``metrics.jsonl``: one record
+    per iteration, read by ``purl_jax.report``; ``training.png``; ``search.json``). With
+    ``prune.budgets`` it also sweeps them: every other budget is searched in
+    ``search/budget_<b>``, and every budget's masks are fine-tuned (``config.finetune``,
+    the config's augmentation) and tested into ``<workdir>/front.json`` / ``front.png``.
+    Candidates are scored by ``ctx.evaluator`` (the reward set). Returns the masks of
+    ``prune.budget`` (which ``prune`` fine-tunes) with ``budget``, ``cost`` and
+    ``cost_name`` for the result and the report.
     """
     from purl_jax.budgets import get_cost
-    from purl_jax.evaluator import Evaluator
 
     config, p = ctx.config, ctx.config.prune
     params = ctx.variables["params"]
@@ -561,41 +610,47 @@ def run_constrained(ctx) -> dict:
     else:
         cost_fn = get_cost(p.cost, model=ctx.model, variables=ctx.variables, graph=ctx.graph,
                            input_shape=ctx.splits.input_shape)
-    ev = Evaluator(ctx.model, ctx.variables, ctx.reward_set.images, ctx.reward_set.labels,
-                   graph=ctx.graph)
-    score_fn = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
-    budgets = [float(b) for b in p.budgets] or [float(p.budget)]
+    score_fn = lambda stacked: np.asarray(ctx.evaluator.evaluate_stacked(stacked).accuracy)
+    main = float(p.budget)
+    budgets = list(dict.fromkeys([main, *(float(b) for b in p.budgets)]))
     model = probe_costs(problem, cost_fn)
     for b in budgets:  # every budget checked before any search
         check_budget(model, b, p.cost)
-    root = ctx.workdir / "constrained"
+    root = ctx.workdir / "search"
 
     def run(b):
         return search(problem, cost_fn, score_fn, search_config(p, b, config.seed),
-                      root / f"budget_{b:g}", progress=p.progress)
+                      root if b == main else root / f"budget_{b:g}", progress=p.progress,
+                      cost_model=model)
 
+    res = run(main)
+    out = dict(masks=res.masks, budget=main, cost=res.cost, cost_name=p.cost,
+               constrained=dict(res.to_json(), cost_name=p.cost, iterations=len(res.history)))
     if p.budgets:
-        from purl_jax import train
-
+        trainer = _trainer(ctx)
+        augment = trainer.get_augment(config)
         rows = []
-        for b in budgets:
-            res = run(b)
-            tuned, _ = train.fit(ctx.model, ctx.variables, ctx.splits, config.finetune, masks=res.masks,
-                                 workdir=root / f"budget_{b:g}", seed=config.seed, desc="finetune")
-            test = train.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=res.masks,
-                                          batch_size=config.train.eval_batch_size)
-            rows.append(dict(res.to_json(), test_accuracy=test["accuracy"]))
-        (root / "front.json").write_text(json.dumps(rows, indent=2) + "\n")
-        plot_front(rows, root / "front.png")
-    res = run(float(p.budget))
-    return dict(masks=res.masks, constrained=dict(res.to_json(), cost_name=p.cost,
-                                                   iterations=len(res.history)))
+        for b in sorted(budgets, reverse=True):
+            r = res if b == main else run(b)
+            tuned, _ = trainer.fit(ctx.model, ctx.variables, ctx.splits, config.finetune, masks=r.masks,
+                                   workdir=root / f"budget_{b:g}", seed=config.seed, desc="finetune",
+                                   augment=augment)
+            test = trainer.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=r.masks,
+                                            batch_size=config.train.eval_batch_size)
+            rows.append(dict(r.to_json(), cost_name=p.cost, test_accuracy=float(test["accuracy"])))
+        (ctx.workdir / "front.json").write_text(json.dumps(rows, indent=2) + "\n")
+        plot_front(rows, ctx.workdir / "front.png")
+        out["constrained"]["front"] = rows
+    return out
 
 
 def _register() -> None:
     from purl_jax import search as search_module
 
-    search_module.register_algorithm("constrained", run_constrained)
+    try:
+        search_module.register_algorithm("constrained", run_constrained)
+    except ValueError:  # already registered (a module reload)
+        pass
 
 
 _register()

@@ -10,7 +10,7 @@ training code turns them into jax arrays. Sources:
 * Any TFDS dataset prepared in ``array_record`` format, read through
   ``tfds`` data sources, which need no TensorFlow. Preparing needs TensorFlow once, in its
   own process: ``pip install 'purl-jax[prepare]'`` then
-  ``python -m purl_jax.data prepare cifar10 --data_dir DIR``.
+  ``purl-jax data prepare cifar10 --data_dir DIR``.
 
 The validation split is held out of ``train`` deterministically from a seed; the RL reward
 set is drawn from it (``reward_subset``), never from ``test``.
@@ -214,7 +214,7 @@ def _tfds() -> Any:
 
 def _prepare_command(name: str, data_dir: PathLike | None) -> str:
     target = "" if data_dir is None else f" --data_dir {data_dir}"
-    return f"pip install 'purl-jax[prepare]' && python -m purl_jax.data prepare {name}{target}"
+    return f"pip install 'purl-jax[prepare]' && purl-jax data prepare {name}{target}"
 
 
 def _tfds_builder(name: str, data_dir: PathLike | None) -> Any:
@@ -340,7 +340,7 @@ def _require_tensorflow() -> None:
         raise DataError(
             "Preparing TFDS datasets needs TensorFlow (loading them afterwards does not): "
             "pip install 'purl-jax[prepare]', and prepare in its own process "
-            "(python -m purl_jax.data prepare NAME --data_dir DIR)."
+            "(purl-jax data prepare NAME --data_dir DIR)."
         )
 
 
@@ -535,8 +535,8 @@ def iterate_batches(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m purl_jax.data prepare NAME [--data_dir DIR]`` or ``verify DIR [--name NAME]``."""
-    parser = argparse.ArgumentParser(prog="python -m purl_jax.data", description=__doc__.split("\n")[0])
+    """``purl-jax data prepare NAME [--data_dir DIR]`` or ``verify DIR [--name NAME]``."""
+    parser = argparse.ArgumentParser(prog="purl-jax data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare", help="prepare a TFDS dataset as array_record (needs TensorFlow)")
     prep.add_argument("name")
@@ -561,7 +561,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,6 @@ constants, so XLA cannot fold the shared prefix away at compile time.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, NamedTuple
 
 import flax.linen as nn

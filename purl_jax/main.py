@@ -3,12 +3,23 @@
     purl-jax models                                   the model zoo: parameters, MACs, channel groups
     purl-jax train --config configs/X.py --workdir D  train a dense model (resumes from D)
     purl-jax prune --config configs/X.py --workdir D  prune with the config's algorithm
+    purl-jax report --workdir D [--workdir E ...]     print results, redraw plots, compare runs
+    purl-jax data {prepare,verify} ...                prepare a tfds dataset, check IDX files
 
 ``train`` and ``prune`` take Flax-examples-style overrides: ``--config.train.epochs=2``.
+
+Multi-host (a TPU VM slice, several GPU hosts): every host runs the same command with
+``--distributed`` (or ``PURL_JAX_DISTRIBUTED=1``), which calls ``jax.distributed.initialize()``
+before anything touches a device; on TPU VMs its arguments are detected, elsewhere they come
+from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``. Only process 0
+prints to stdout; ``--workdir`` must be one folder all hosts see (NFS / Filestore, or a bucket
+mounted with gcsfuse), where orbax writes the checkpoints that any host resumes from.
+See ``scripts/tpu_vm_search.sh``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -82,11 +93,72 @@ def _prune(argv: list[str]) -> None:
     prune(*parse_config_flags(argv))
 
 
-COMMANDS = {"models": _models, "train": _train, "prune": _prune}
+def _report(argv: list[str]) -> None:
+    import argparse
+
+    from purl_jax import report
+
+    parser = argparse.ArgumentParser(prog="purl-jax report", description=report.__doc__.split("\n")[0])
+    parser.add_argument("--workdir", action="append", required=True,
+                        help="a `purl-jax prune` work directory; repeat to compare several")
+    parser.add_argument("--compare", default=None,
+                        help="where to write the comparison plot (default: FIRST/compare.png)")
+    args = parser.parse_args(argv[1:])
+    try:
+        for workdir in args.workdir:
+            print(report.format_summary(report.write_report(workdir)), end="\n\n")
+        if len(args.workdir) > 1:
+            out = args.compare or f"{args.workdir[0]}/compare.png"
+            print(f"comparison plot: {report.compare(args.workdir, out)}")
+    except report.ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+
+
+def _data(argv: list[str]) -> None:
+    from purl_jax.data import main
+
+    raise SystemExit(main(argv[1:]))
+
+
+COMMANDS = {"models": _models, "train": _train, "prune": _prune, "report": _report,
+            "data": _data}
+
+
+DISTRIBUTED_FLAG = "--distributed"
+DISTRIBUTED_ENV = "PURL_JAX_DISTRIBUTED"
+
+
+def maybe_initialize_distributed(argv: list[str], environ=os.environ) -> bool:
+    """``jax.distributed.initialize()`` when ``--distributed`` is in ``argv`` (removed from it)
+    or ``PURL_JAX_DISTRIBUTED`` is 1/true; True when it ran.
+
+    Must run before the first device use. With ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``
+    set they are passed on (with ``JAX_COORDINATOR_ADDRESS``, which jax reads itself);
+    otherwise jax detects the cluster (TPU VM, Slurm, Open MPI). Processes other than 0
+    stop printing to stdout (errors and progress bars still go to stderr).
+    """
+    flagged = DISTRIBUTED_FLAG in argv
+    while DISTRIBUTED_FLAG in argv:
+        argv.remove(DISTRIBUTED_FLAG)
+    if not (flagged or environ.get(DISTRIBUTED_ENV, "").lower() in ("1", "true", "yes")):
+        return False
+    kwargs = {}
+    if environ.get("JAX_NUM_PROCESSES"):
+        kwargs["num_processes"] = int(environ["JAX_NUM_PROCESSES"])
+    if environ.get("JAX_PROCESS_ID"):
+        kwargs["process_id"] = int(environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(**kwargs)
+    if jax.process_index() != 0:
+        sys.stdout = open(os.devnull, "w")
+    print(f"jax.distributed: {jax.process_count()} processes, {jax.device_count()} devices "
+          f"({jax.local_device_count()} local)", file=sys.stderr if jax.process_index() else sys.stdout)
+    return True
 
 
 def run(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
+    maybe_initialize_distributed(argv)
     if len(argv) < 2 or argv[1] not in COMMANDS:
         print(f"usage: purl-jax {{{','.join(COMMANDS)}}} [flags]", file=sys.stderr)
         raise SystemExit(2)

@@ -273,6 +273,32 @@ def channel_masks_to_masks(
     return masks
 
 
+def channel_masks_from_masks(params: Any, graph: Graph, masks: Masks) -> ChannelMasks:
+    """The channels a mask tree has removed entirely: the inverse of
+    ``channel_masks_to_masks``.
+
+    A channel counts as pruned only when every producer-side entry of it (kernel output
+    slices, biases, batch-norm scale and shift) is masked out, so its activation is
+    exactly zero; unstructured masks, which leave biases alone, remove no channel.
+    """
+    alive = np.zeros(graph.num_channels + 1, bool)
+    for path, axes in graph.axis_channels.items():
+        if path[0] != "params":
+            continue
+        mask = _get_or_none(masks, path[1:])
+        ndim = get_path(params, path[1:]).ndim
+        for axis, index in axes:
+            if axis != ndim - 1:
+                continue  # a consumer axis: what the channel feeds, not what makes it
+            if mask is None:
+                alive[index] = True
+            else:
+                other = tuple(a for a in range(mask.ndim) if a != axis)
+                alive[index] |= np.asarray(jnp.any(mask, axis=other))
+    return {g.name: jnp.asarray(alive[g.offset:g.offset + g.size]) for g in graph.groups
+            if not alive[g.offset:g.offset + g.size].all()}
+
+
 def channel_scores(params: Any, graph: Graph, group_name: str) -> jax.Array:
     """L1 norm of each channel's producer weights, summed over the group's producers."""
     group = graph.group(group_name)

@@ -189,7 +189,7 @@ def write_tensorboard(workdir: Path, log: list[dict]) -> Path:
     return out
 
 
-def report(workdir: str | Path) -> dict[str, Any]:
+def write_report(workdir: str | Path) -> dict[str, Any]:
     """Writes summary.json, the plots and the TensorBoard events of one work directory."""
     workdir = Path(workdir)
     summary = build_summary(workdir)

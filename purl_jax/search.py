@@ -29,10 +29,12 @@ from purl_jax import baselines
 from purl_jax.budgets import flops_cost
 from purl_jax.data import Dataset, Splits, reward_subset
 from purl_jax.dqn import DQN, DQNConfig, Transition, replay_add
-from purl_jax.env import EnvError, EvaluateLayer, PruningEnv, RewardSpec, action_grid, hinge_reward
+from purl_jax.env import EnvError, PruningEnv, RewardSpec, action_grid, hinge_reward
 from purl_jax.graph import Graph
 from purl_jax.checkpoint import check_matches
-from purl_jax.masks import Masks, MaskPolicy, get_path, init_masks, masked_layers, summary
+from purl_jax.export import ExportError, compact, save_export, sparse_storage
+from purl_jax.masks import (Masks, MaskPolicy, channel_masks_from_masks, init_masks,
+                            masked_layers, summary)
 
 EXPERIENCE = ("taken", "all_actions")
 
@@ -53,7 +55,7 @@ class PruneContext:
     graph: Graph
     base_masks: Masks  # all-true masks on the prunable layers (config.mask_policy)
     reward_set: Dataset  # drawn from the validation split, never test
-    evaluate_layer: EvaluateLayer
+    evaluator: Any  # purl_jax.evaluator.Evaluator on the reward set
 
 
 Algorithm = Callable[[PruneContext], dict]
@@ -184,20 +186,14 @@ def dqn_config(cfg: ml_collections.ConfigDict) -> DQNConfig:
     return DQNConfig(**given)
 
 
-def dense_reward_accuracy(ctx: PruneContext) -> float:
-    layer = masked_layers(ctx.base_masks, ctx.graph)[0]
-    ones = jnp.ones((1, *layer.kernel_shape), bool)
-    return float(ctx.evaluate_layer(ctx.base_masks, layer.name, ones).accuracy[0])
-
-
 def make_env(ctx: PruneContext) -> PruningEnv:
     """The MDP of ``config.prune``: target accuracy = the dense reward-set accuracy minus
     ``accuracy_tolerance`` (reconstructed)."""
     p = ctx.config.prune
-    dense = dense_reward_accuracy(ctx)
+    dense = float(ctx.evaluator.evaluate(ctx.base_masks).accuracy)
     reward = RewardSpec(target_accuracy=max(dense - p.accuracy_tolerance, 1e-3),
                         target_sparsity=p.target_sparsity, beta=p.beta, mode=p.reward_mode)
-    return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, ctx.evaluate_layer,
+    return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, ctx.evaluator.evaluate_layer,
                       reward, action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
 
 
@@ -205,9 +201,13 @@ def run_purl(ctx: PruneContext) -> dict:
     p = ctx.config.prune
     env = make_env(ctx)
     agent = DQN(env.obs_dim, env.num_actions, dqn_config(p.dqn))
-    return purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
-                       experience=p.experience, workdir=ctx.workdir / "search",
-                       checkpoint_every=p.checkpoint_every, progress=p.get("progress", True))
+    found = purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
+                        experience=p.experience, workdir=ctx.workdir / "search",
+                        checkpoint_every=p.checkpoint_every, progress=p.get("progress", True))
+    if p.get("project", False):  # the hinge reaches the target only roughly
+        found["masks"] = baselines.project(ctx.variables["params"], ctx.base_masks, ctx.graph,
+                                           found["masks"], p.target_sparsity)
+    return found
 
 
 def run_baseline(name: str, ctx: PruneContext) -> dict:
@@ -252,24 +252,64 @@ def _trainer():
     return train
 
 
-def _evaluator(model, variables, reward_set: Dataset, graph: Graph) -> EvaluateLayer:
-    from purl_jax.evaluator import Evaluator
+def baseline_curves(ctx: PruneContext, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.98)) -> dict:
+    """Reward-set accuracy of every baseline over a sparsity grid (before fine-tuning),
+    the reference the search's episodes are plotted against."""
+    p = ctx.config.prune
+    grid = sorted({*sparsities, float(p.target_sparsity)})
+    curves = {}
+    for name, baseline in baselines.BASELINES.items():
+        accuracy = []
+        for sparsity in grid:
+            masks = baseline(ctx.variables["params"], ctx.base_masks, ctx.graph, sparsity,
+                             seed=ctx.config.seed,
+                             min_keep_fraction=p.get("min_keep_fraction", 0.0005))
+            accuracy.append(float(ctx.evaluator.evaluate(masks).accuracy))
+        curves[name] = dict(sparsity=grid, accuracy=accuracy)
+    return dict(baselines=curves)
 
-    ev = Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph)
-    return ev.evaluate_layer
+
+def export_result(config: ml_collections.ConfigDict, model: Any, variables: dict,
+                  graph: Graph, masks: Masks, directory: Path) -> dict:
+    """Saves the fine-tuned params with their masks and, when whole channels were pruned,
+    the compact model that runs faster; returns what was written and its sizes."""
+    meta = dict(model=config.model, model_kwargs=dict(config.model_kwargs),
+                dataset=config.dataset)
+    out = dict(sparse_storage(variables["params"], masks),
+               masked=str(save_export(directory / "masked", variables, masks, meta)))
+    channels = channel_masks_from_masks(variables["params"], graph, masks)
+    if channels:
+        try:
+            small, small_vars = compact(model, variables, graph, channels, masks=masks)
+        except ExportError as e:
+            out["compact_error"] = str(e)
+        else:
+            # What rebuilds the small model: get_model(name, **model_kwargs).
+            attrs = {"widths": {k: int(v) for k, v in dict(small.widths).items()}}
+            if getattr(small, "shortcut_maps", None):
+                attrs["shortcut_maps"] = {k: list(v) for k, v in dict(small.shortcut_maps).items()}
+            out["compact"] = str(save_export(directory / "compact", small_vars, None,
+                                             dict(meta, model_kwargs={**meta["model_kwargs"],
+                                                                      **attrs})))
+            out["compact_params"] = int(sum(x.size for x in jax.tree.leaves(small_vars["params"])))
+    return out
 
 
-def prune(config: ml_collections.ConfigDict, workdir: str | Path, *, trainer: Any = None,
-          make_evaluator: Callable[..., EvaluateLayer] | None = None) -> dict:
+def prune(config: ml_collections.ConfigDict, workdir: str | Path, *,
+          trainer: Any = None) -> dict:
     """``purl-jax prune``: search masks with ``config.prune.algorithm``, fine-tune them
     (``config.finetune``) and report dense vs pruned test accuracy, sparsity, parameter
-    and MAC reductions. ``trainer`` (default ``purl_jax.train``) and ``make_evaluator``
-    are injectable for tests. Writes ``result.json`` in ``workdir``."""
+    and MAC reductions. ``trainer`` (default ``purl_jax.train``) is injectable for tests.
+    Writes ``config.json``, ``curves.json``, ``result.json`` and the report
+    (``purl_jax.report``) in ``workdir``."""
+    from purl_jax import report
+    from purl_jax.evaluator import Evaluator
+
     validate(config)
     trainer = trainer or _trainer()
-    make_evaluator = make_evaluator or _evaluator
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     start = time.time()
     model, variables_init, splits, graph = trainer.setup(config)
     reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
@@ -280,40 +320,40 @@ def prune(config: ml_collections.ConfigDict, workdir: str | Path, *, trainer: An
     check_matches(variables, variables_init, where=config.dense_checkpoint or str(workdir / "dense"))
     eval_bs = config.train.eval_batch_size
     dense_test = trainer.evaluate_dataset(model, variables, splits.test, batch_size=eval_bs)
+    evaluator = Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph)
     ctx = PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
-                       make_evaluator(model, variables, reward_set, graph))
+                       evaluator)
     t_search = time.time()
     found = get_algorithm(config.prune.algorithm)(ctx)
     search_seconds = time.time() - t_search
     masks = found.pop("masks")
-    reward_scores = ctx.evaluate_layer(masks, masked_layers(base, graph)[0].name,
-                                       _layer_mask(masks, graph, base)[None])
+    if config.prune.get("baseline_curves", True):
+        (workdir / "curves.json").write_text(json.dumps(baseline_curves(ctx)) + "\n")
+    reward_scores = evaluator.evaluate(masks)
     finetuned, history = trainer.fit(model, variables, splits, config.finetune, masks=masks,
                                      workdir=workdir / "finetune", seed=config.seed,
-                                     desc="finetune")
+                                     desc="finetune", augment=trainer.get_augment(config))
     pruned_test = trainer.evaluate_dataset(model, finetuned, splits.test, masks=masks,
                                            batch_size=eval_bs)
+    exported = export_result(config, model, finetuned, graph, masks, workdir / "export")
     s = summary(variables["params"], masks, graph)
     result = dict(
         model=config.model, dataset=config.dataset, algorithm=config.prune.algorithm,
         target_sparsity=config.prune.target_sparsity,
         dense_test_accuracy=dense_test["accuracy"], pruned_test_accuracy=pruned_test["accuracy"],
-        reward_set_accuracy_before_finetune=float(reward_scores.accuracy[0]),
+        reward_set_accuracy_before_finetune=float(reward_scores.accuracy),
         sparsity=s["sparsity"], params=s["params"], kept_params=s["kept_params"],
         param_reduction=s["params"] / max(s["kept_params"], 1),
         flops_kept=float(flops_cost(graph)(masks)), macs=s["macs"], kept_macs=s["kept_macs"],
         layer_sparsity={k: v["sparsity"] for k, v in s["layers"].items() if v["masked"]},
         search_seconds=round(search_seconds, 1), seconds=round(time.time() - start, 1),
-        finetune_history=history, **found,
+        finetune_history=history, export=exported, **found,
     )
     result["flop_reduction"] = 1.0 / max(result["flops_kept"], 1e-12)
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    report.write_report(workdir)
     print(format_table(result))
     return result
-
-
-def _layer_mask(masks: Masks, graph: Graph, base: Masks) -> jax.Array:
-    return jnp.asarray(get_path(masks, masked_layers(base, graph)[0].path))
 
 
 def format_table(r: dict) -> str:
@@ -340,6 +380,7 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         action_mode="threshold",  # PuRL: |w| < alpha * std(w); or "sparsity"
         actions=DEFAULT_ALPHAS,
         passes=1,  # > 1: QLP-style repeated visits
+        project=True,  # ours: rescale the best allocation to exactly target_sparsity
         episodes=episodes,
         reward_set_size=1000,  # reconstructed; drawn from validation
         experience="all_actions",  # or "taken"
@@ -348,3 +389,6 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         progress=True,
         dqn=dataclasses.asdict(DQNConfig()),
     ))
+
+
+import purl_jax.constrained  # noqa: E402,F401  (registers the "constrained" algorithm)

@@ -247,7 +247,82 @@ def test_paper_configs_one_step_on_mock_data(name, shape, tmp_path):
     splits = Splits(name="mock", train=data, validation=data, test=data, num_classes=10,
                     mean=(0.0,) * 3, std=(1.0,) * 3)
     base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
-    ctx = PruneContext(config, tmp_path, model, variables, splits, graph, base, data, None)
+    from purl_jax.evaluator import Evaluator
+
+    ev = Evaluator(model, variables, data.images, data.labels, graph=graph)
+    ctx = PruneContext(config, tmp_path, model, variables, splits, graph, base, data, ev)
     out = c.run_constrained(ctx)
-    assert out["constrained"]["feasible"] and out["constrained"]["cost"] <= 0.1
+    assert out["constrained"]["feasible"] and out["cost"] <= 0.1 and out["budget"] == 0.1
+    assert (tmp_path / "search" / "metrics.jsonl").exists()
     assert _params(variables)(out["masks"]) <= 0.1
+
+
+# -- prune(): the budget sweep end to end, on a fake trainer ---------------------------------
+
+def _fake_trainer():
+    """``purl_jax.train``'s API over random examples; fit only re-applies the masks."""
+    import types
+
+    from purl_jax.data import Dataset, Splits
+    from purl_jax.graph import analyze
+    from purl_jax.masks import apply_masks
+    from purl_jax.models import get_model
+
+    rng = np.random.RandomState(0)
+    ds = lambda n: Dataset(rng.randn(n, 28, 28, 1).astype(np.float32),
+                           rng.randint(0, 10, n).astype(np.int32))
+    splits = Splits("random", ds(64), ds(64), ds(64), 10, (0.0,), (1.0,))
+    model = get_model("lenet_300_100", num_classes=10, features=(16, 8))
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    fits = []
+
+    def fit(model, variables, data, cfg, *, masks=None, workdir=None, seed=0, desc="train",
+            augment=None):
+        fits.append(dict(workdir=workdir, augment=augment))
+        return {**variables, "params": apply_masks(variables["params"], masks)}, []
+
+    def evaluate_dataset(model, variables, dataset, *, masks=None, batch_size=1000):
+        params = variables["params"] if masks is None else apply_masks(variables["params"], masks)
+        logits = model.apply({**variables, "params": params}, dataset.images)
+        return dict(accuracy=float((logits.argmax(-1) == dataset.labels).mean()), loss=0.0)
+
+    return types.SimpleNamespace(
+        setup=lambda config: (model, variables, splits, analyze(model, variables, (28, 28, 1))),
+        load_dense=lambda config, workdir: variables, fit=fit, evaluate_dataset=evaluate_dataset,
+        get_augment=lambda config: "the-augment", fits=fits)
+
+
+def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
+    from purl_jax.search import prune
+    from purl_jax.train import base_config
+
+    trainer = _fake_trainer()
+    monkeypatch.setattr(c, "_trainer", lambda ctx: trainer)
+    config = base_config()
+    config.model, config.validation_size = "lenet_300_100", 64
+    config.mask_policy = dict(exclude_first=False, exclude_last=False, exclude=())
+    config.prune = c.constrained_defaults(0.3, cost="params", iterations=2, num_envs=4)
+    config.prune.update(budgets=(0.5,), reward_set_size=32, progress=False,  # 0.3 joins the sweep
+                        baseline_curves=False)
+    config.prune.ppo.update(epochs=1, num_minibatches=1)
+    result = prune(config, tmp_path, trainer=trainer)
+
+    front = json.loads((tmp_path / "front.json").read_text())
+    assert [r["budget"] for r in front] == [0.5, 0.3]
+    for r in front:
+        assert r["feasible"] and r["cost"] <= r["budget"] and 0.0 <= r["test_accuracy"] <= 1.0
+    assert (tmp_path / "front.png").exists()
+    # the main budget is searched once, in search/ (where the report reads its log)
+    assert (tmp_path / "search" / "metrics.jsonl").exists()
+    assert not (tmp_path / "search" / "budget_0.3" / "agent.pkl").exists()
+    assert (tmp_path / "search" / "budget_0.5" / "agent.pkl").exists()
+    assert result["budget"] == 0.3 and result["cost_name"] == "params"
+    assert result["cost"] <= 0.3
+    assert result["kept_params"] <= 0.3 * result["params"]  # independent of the cost function
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert {"budget", "cost", "cost_name"} <= set(saved)
+    summary_ = json.loads((tmp_path / "summary.json").read_text())
+    assert summary_["budget"] == 0.3 and summary_["cost"] <= 0.3
+    assert (tmp_path / "search_curves.png").exists()
+    # fine-tuning: 2 sweep budgets + prune()'s own, all with the config's augmentation
+    assert len(trainer.fits) == 3 and {f["augment"] for f in trainer.fits} == {"the-augment"}

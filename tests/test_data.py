@@ -240,13 +240,13 @@ def test_prepare_without_tensorflow_says_what_to_install(tmp_path):
 
 
 def test_unknown_dataset_name_gives_the_prepare_command(tmp_path):
-    command = re.escape(f"python -m purl_jax.data prepare no_such_set --data_dir {tmp_path}")
+    command = re.escape(f"purl-jax data prepare no_such_set --data_dir {tmp_path}")
     with pytest.raises(DataError, match=rf"Unknown dataset 'no_such_set'.*{command}"):
         D.load_dataset("no_such_set", data_dir=tmp_path)
 
 
 def test_unprepared_tfds_dataset_gives_the_prepare_command(tmp_path):
-    command = re.escape(f"python -m purl_jax.data prepare cifar10 --data_dir {tmp_path}")
+    command = re.escape(f"purl-jax data prepare cifar10 --data_dir {tmp_path}")
     with pytest.raises(DataError, match=rf"'cifar10' is not prepared.*{command}"):
         D.load_tfds("cifar10", data_dir=tmp_path, split="train")
     assert not any(tmp_path.iterdir())  # nothing was downloaded or created

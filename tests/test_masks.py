@@ -176,3 +176,21 @@ def test_user_model_with_unsupported_op_keeps_those_channels_dense():
     graph = analyze(model, v, (6, 6, 1))
     assert [l.name for l in graph.layers] == ["a", "b", "c"]
     assert "b" not in {p for g in graph.groups for p in g.producers}  # tainted by the transpose
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20", "mobilenet_v2"])
+def test_channel_masks_round_trip_through_a_mask_tree(name):
+    _, v, graph, _ = built(name)
+    cm = M.init_channel_masks(graph, M.MaskPolicy(exclude_first=False))
+    keys = jax.random.split(jax.random.key(5), len(cm))
+    cm = {n: jax.random.bernoulli(k, 0.5, m.shape).at[0].set(True)
+          for k, (n, m) in zip(keys, cm.items())}
+    masks = M.channel_masks_to_masks(v["params"], graph, cm)
+    back = M.channel_masks_from_masks(v["params"], graph, masks)
+    expected = {n: m for n, m in cm.items() if not bool(m.all())}
+    assert set(back) == set(expected)
+    for n in expected:
+        np.testing.assert_array_equal(back[n], expected[n])
+    # Unstructured masks leave biases and batch norm alone: no channel is removed.
+    unstructured = M.magnitude_masks(v["params"], M.init_masks(v["params"], graph), graph, 0.99)
+    assert M.channel_masks_from_masks(v["params"], graph, unstructured) == {}

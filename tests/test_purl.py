@@ -221,6 +221,19 @@ def test_global_min_keeps_a_share_of_every_layer():
         assert v["kept"] >= min(v["params"], round(0.005 * total))
 
 
+def test_projection_keeps_the_allocation_shape_at_the_exact_sparsity():
+    _, variables, graph, _ = built("lenet5")
+    base = init_masks(variables["params"], graph, ALL_LAYERS)
+    found = baselines.random_allocation(variables["params"], base, graph, 0.8, seed=1)
+    masks = baselines.project(variables["params"], base, graph, found, 0.95)
+    before = summary(variables["params"], found, graph)["layers"]
+    s = summary(variables["params"], masks, graph)
+    np.testing.assert_allclose(s["sparsity"], 0.95, atol=2e-3)
+    kept = {k: v["kept"] / v["params"] for k, v in s["layers"].items() if v["kept"] < v["params"]}
+    ratios = [kept[k] / (before[k]["kept"] / before[k]["params"]) for k in kept]
+    np.testing.assert_allclose(ratios, ratios[0], rtol=0.05)  # one common scale factor
+
+
 # -- prune(): the command, on a fake trainer -------------------------------------------------
 
 def fake_trainer(dense_features=(16, 8)):
@@ -243,7 +256,8 @@ def fake_trainer(dense_features=(16, 8)):
     def load_dense(config, workdir):
         return init(dense_features)[1]
 
-    def fit(model, variables, data, cfg, *, masks=None, workdir=None, seed=0, desc="train"):
+    def fit(model, variables, data, cfg, *, masks=None, workdir=None, seed=0, desc="train",
+            augment=None):
         from purl_jax.masks import apply_masks
         return {**variables, "params": apply_masks(variables["params"], masks)}, []
 
@@ -254,7 +268,8 @@ def fake_trainer(dense_features=(16, 8)):
         return dict(accuracy=float((logits.argmax(-1) == dataset.labels).mean()), loss=0.0)
 
     return types.SimpleNamespace(setup=setup, load_dense=load_dense, fit=fit,
-                                 evaluate_dataset=evaluate_dataset)
+                                 evaluate_dataset=evaluate_dataset,
+                                 get_augment=lambda config: None)
 
 
 def tiny_config(algorithm="purl", **prune):
@@ -274,8 +289,15 @@ def test_prune_end_to_end_on_a_fake_trainer(tmp_path, algorithm, capsys):
     assert 0.0 < result["sparsity"] < 1.0 and result["kept_params"] < result["params"]
     assert json.loads((tmp_path / "result.json").read_text())["algorithm"] == algorithm
     assert "test accuracy" in capsys.readouterr().out
+    for name in ("config.json", "curves.json", "summary.json", "layer_sparsity.png",
+                 "accuracy_vs_sparsity.png"):
+        assert (tmp_path / name).exists(), name
+    curves = json.loads((tmp_path / "curves.json").read_text())["baselines"]
+    assert set(curves) == {"uniform", "global", "global_min", "random"}
+    assert 0.8 in curves["global"]["sparsity"]
     if algorithm == "purl":
         assert (tmp_path / "search" / "episodes.jsonl").exists()
+        assert (tmp_path / "search_curves.png").exists()
     else:
         np.testing.assert_allclose(result["sparsity"], 0.8, atol=2e-3)
 
@@ -343,3 +365,29 @@ def test_paper_configs_run_one_search_step_on_mock_data(name):
     a = int(agent.act(agent.init(jax.random.key(0)), env.observe(state), jax.random.key(1), 0.0))
     state = env.step(state, out, a)
     assert state.step == 1 and env.num_steps > 20
+
+
+def test_prune_exports_masked_params_and_the_compact_model(tmp_path):
+    """A channel-pruning baseline run leaves a compact model that rebuilds from its metadata."""
+    from purl_jax import search
+    from purl_jax.export import load_export
+    from purl_jax.masks import (MaskPolicy, channel_masks_to_masks, init_channel_masks,
+                                l1_channel_masks)
+
+    def half_channels(ctx):
+        p = ctx.variables["params"]
+        groups = init_channel_masks(ctx.graph, MaskPolicy(exclude_first=False))
+        cm = l1_channel_masks(p, ctx.graph, groups, 0.5)
+        return dict(masks=channel_masks_to_masks(p, ctx.graph, cm, base=ctx.base_masks))
+
+    if "test_half_channels" not in search._ALGORITHMS:
+        search.register_algorithm("test_half_channels", half_channels)
+    result = prune(tiny_config("test_half_channels"), tmp_path, trainer=fake_trainer())
+    exported = result["export"]
+    assert exported["bitmask_bytes"] < exported["dense_bytes"]
+    meta = json.loads((tmp_path / "export" / "compact" / "export.json").read_text())
+    small = get_model(meta["model"], num_classes=10, **meta["model_kwargs"])
+    like = jax.eval_shape(small.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    restored, _, _ = load_export(tmp_path / "export" / "compact", like)
+    assert sum(x.size for x in jax.tree.leaves(restored["params"])) == exported["compact_params"]
+    assert exported["compact_params"] < 0.6 * result["params"]

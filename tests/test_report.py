@@ -47,7 +47,7 @@ def _event_scalars(directory):
 
 def test_report_writes_summary_plots_and_tensorboard(tmp_path):
     w = _fake_workdir(tmp_path)
-    summary = R.report(w)
+    summary = R.write_report(w)
     saved = json.loads((w / "summary.json").read_text())
     assert saved["pruned_test_accuracy"] == 0.989 and saved["seed"] == 3
     assert saved["versions"]["jax"] != "not installed"
@@ -64,7 +64,7 @@ def test_report_writes_summary_plots_and_tensorboard(tmp_path):
 
 def test_constrained_summary_shows_budget_and_cost(tmp_path):
     w = _fake_workdir(tmp_path, algorithm="constrained", budget=0.1)
-    text = R.format_summary(R.report(w))
+    text = R.format_summary(R.write_report(w))
     assert "params / budget" in text and "0.0900 / 0.1000" in text
 
 
@@ -78,4 +78,18 @@ def test_compare_puts_several_runs_in_one_plot(tmp_path):
 
 def test_missing_result_says_what_to_run(tmp_path):
     with pytest.raises(R.ReportError, match="run `purl-jax prune"):
-        R.report(tmp_path)
+        R.write_report(tmp_path)
+
+
+def test_report_command_prints_and_compares(tmp_path, capsys):
+    from purl_jax.main import run
+
+    a = _fake_workdir(tmp_path, "a")
+    b = _fake_workdir(tmp_path, "b", algorithm="global")
+    run(["purl-jax", "report", "--workdir", str(a), "--workdir", str(b)])
+    out = capsys.readouterr().out
+    assert out.count("test accuracy") == 2 and "comparison plot" in out
+    assert (a / "compare.png").exists()
+    with pytest.raises(SystemExit) as e:
+        run(["purl-jax", "report", "--workdir", str(tmp_path / "nothing")])
+    assert e.value.code == 2

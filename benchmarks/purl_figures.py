@@ -1,0 +1,143 @@
+"""Issue 4's PuRL figures against ONE shared dense checkpoint (no dense retraining per run).
+
+    # PuRL (allocation projected to the target) vs global magnitude, same fine-tuning
+    python benchmarks/purl_figures.py compare --config configs/lenet300_mnist_purl.py \
+        --dense runs/lenet300_mnist --sparsities 0.9 0.95 0.98 --seeds 0 1 2 \
+        --workdir runs/purl_fig_lenet300 --out benchmarks/results/purl_lenet300_compare.json
+    # dense per-step vs terminal reward: search only, same seeds
+    python benchmarks/purl_figures.py reward-modes --config configs/lenet300_mnist_purl.py \
+        --dense runs/lenet300_mnist --seeds 0 1 2 --workdir runs/purl_fig_lenet300_rm \
+        --out benchmarks/results/purl_lenet300_reward_modes.json
+
+The JSON is rewritten after every run, so a cut-short benchmark keeps what it measured.
+Seeds vary ``config.seed`` (search, fine-tuning order, reward set); the test set is fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from purl_jax.search import PruneContext, prune, run_purl
+from purl_jax.data import reward_subset
+from purl_jax.masks import MaskPolicy, init_masks
+
+
+def load_config(path: str, dense: str, seed: int, epochs: int | None) -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location("config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.seed, c.dense_checkpoint = seed, str(Path(dense).resolve())
+    c.prune.progress, c.prune.baseline_curves = False, False
+    if epochs is not None:
+        c.finetune.epochs = epochs
+    return c
+
+
+def mean_std(xs: list[float]) -> dict:
+    return dict(mean=float(np.mean(xs)), std=float(np.std(xs)), n=len(xs))
+
+
+def write(out: str, data: dict) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(data, indent=1) + "\n")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """PuRL and global magnitude at each target sparsity and seed, fine-tuned alike."""
+    rows = []
+    for sparsity in args.sparsities:
+        for seed in args.seeds:
+            for algorithm in args.algorithms:
+                c = load_config(args.config, args.dense, seed, args.finetune_epochs)
+                c.prune.algorithm, c.prune.target_sparsity = algorithm, sparsity
+                r = prune(c, Path(args.workdir) / f"{algorithm}_s{sparsity}_seed{seed}")
+                rows.append(dict(
+                    algorithm=algorithm, target_sparsity=sparsity, seed=seed,
+                    sparsity=r["sparsity"], dense_test_accuracy=r["dense_test_accuracy"],
+                    pruned_test_accuracy=r["pruned_test_accuracy"],
+                    layer_sparsity=r["layer_sparsity"], search_seconds=r["search_seconds"],
+                    seconds=r["seconds"], search_best=r.get("best")))
+                summary = {}
+                for row in rows:
+                    key = f"{row['algorithm']}@{row['target_sparsity']}"
+                    summary.setdefault(key, []).append(row["pruned_test_accuracy"])
+                write(args.out, dict(
+                    command="python benchmarks/purl_figures.py compare " + " ".join(args.argv),
+                    finetune=c.finetune.to_dict(), prune={k: v for k, v in c.prune.to_dict().items()
+                                                          if k != "algorithm"},
+                    summary={k: mean_std(v) for k, v in summary.items()}, runs=rows))
+
+
+def search_only(config: ml_collections.ConfigDict, workdir: Path) -> list[dict]:
+    """The PuRL search of ``prune`` without fine-tuning (same context construction)."""
+    from purl_jax import train
+    from purl_jax.evaluator import Evaluator
+
+    model, variables_init, splits, graph = train.setup(config)
+    reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
+    base = init_masks(variables_init["params"], graph, MaskPolicy(**dict(config.mask_policy)))
+    variables = train.load_dense(config, workdir)
+    evaluator = Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph)
+    ctx = PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
+                       evaluator)
+    run_purl(ctx)
+    return [json.loads(l) for l in (workdir / "search" / "episodes.jsonl").read_text().splitlines()]
+
+
+def reward_modes(args: argparse.Namespace) -> None:
+    """Episodes and seconds until the best final reward of the run is first reached."""
+    rows = []
+    for seed in args.seeds:
+        for mode in ("dense", "terminal"):
+            c = load_config(args.config, args.dense, seed, None)
+            c.prune.reward_mode = mode
+            c.prune.target_sparsity = args.sparsities[0]
+            t0 = time.time()
+            episodes = search_only(c, Path(args.workdir) / f"{mode}_seed{seed}")
+            final = episodes[-1]["best_final_reward"]
+            hit = next(e for e in episodes if e["best_final_reward"] >= final)
+            best = next(e for e in episodes if e["final_reward"] >= final)
+            rows.append(dict(
+                reward_mode=mode, seed=seed, episodes=len(episodes), final_best_reward=final,
+                episodes_to_final=hit["episode"] + 1,
+                seconds_to_final=sum(e["seconds"] for e in episodes[:hit["episode"] + 1]),
+                search_seconds=round(time.time() - t0, 1),
+                best_accuracy=best["accuracy"], best_sparsity=best["sparsity"]))
+            summary = {}
+            for row in rows:
+                for k in ("final_best_reward", "episodes_to_final", "seconds_to_final"):
+                    summary.setdefault(row["reward_mode"], {}).setdefault(k, []).append(row[k])
+            write(args.out, dict(
+                command="python benchmarks/purl_figures.py reward-modes " + " ".join(args.argv),
+                target_sparsity=args.sparsities[0],
+                summary={m: {k: mean_std(v) for k, v in d.items()} for m, d in summary.items()},
+                runs=rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("figure", choices=("compare", "reward-modes"))
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--dense", required=True, help="a `purl-jax train` workdir")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95, 0.98])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--algorithms", nargs="+", default=["purl", "global"])
+    parser.add_argument("--finetune-epochs", type=int, default=None)
+    args = parser.parse_args()
+    args.argv = sys.argv[2:]
+    (compare if args.figure == "compare" else reward_modes)(args)
+
+
+if __name__ == "__main__":
+    main()

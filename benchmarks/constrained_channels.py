@@ -8,7 +8,8 @@
 
 LeNet-5 / MNIST (``configs/lenet5_mnist_constrained.py``), channel groups conv1, conv2 and
 fc1 (the classifier's outputs stay). For every seed: the constrained search with channel
-actions (a keep value per output channel) under ``cost <= budget``, and uniform L1 channel
+actions (``--action channel_l1``: a pruned fraction per group, by L1 norm; ``channel``: a
+keep value per output channel) under ``cost <= budget``, and uniform L1 channel
 pruning (``masks.l1_channel_masks``, Li et al. 2017) at the least ratio, on a 0.005 grid,
 that meets the same budget; both fine-tuned identically (``config.finetune`` with
 ``finetune_epochs``, seed = the seed) and tested. ``--cost flops``: MACs relative to
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--cost", default="flops", choices=["flops", "layer_latency", "params"])
     ap.add_argument("--budget", type=float, default=0.5)
+    ap.add_argument("--action", default="channel_l1", choices=["channel_l1", "channel"],
+                    help="channel_l1: a fraction per group, by L1 norm; channel: a keep value per channel")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--finetune_epochs", type=int, default=1)
@@ -80,14 +83,14 @@ def main() -> None:
     config = load_config()
     config.dense_checkpoint = args.dense
     config.finetune.epochs = args.finetune_epochs
-    config.prune.update(iterations=args.iterations, progress=False, action="channel", cost=args.cost)
+    config.prune.update(iterations=args.iterations, progress=False, action=args.action, cost=args.cost)
     root = Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
     model, _, splits, graph = train.setup(config)
     variables = train.load_dense(config, root)
     params = variables["params"]
     cost_fn = make_cost(args.cost, graph, args.latency_batch, args.latency_levels)
-    problem = c.make_problem(params, graph, None, action="channel", policy=POLICY)
+    problem = c.make_problem(params, graph, None, action=args.action, policy=POLICY)
     reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
     ev = Evaluator(model, variables, reward.images, reward.labels, graph=graph)
     score = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
@@ -123,7 +126,8 @@ def main() -> None:
                                      desc=f"finetune {method} s={seed}",
                                      augment=train.get_augment(config))
             test = train.evaluate_dataset(model, tuned, splits.test, masks=masks)["accuracy"]
-            rows.append(dict(method=method, cost_name=args.cost, budget=args.budget, seed=seed,
+            rows.append(dict(method=method, action=args.action if method == "constrained" else None,
+                             cost_name=args.cost, budget=args.budget, seed=seed,
                              cost=cost, meets_budget=cost <= args.budget,
                              flops=float(flops(masks)), kept_params=float(kept_params(masks)),
                              reward_accuracy_before_finetune=before, test_accuracy=float(test),

@@ -90,7 +90,8 @@ def main() -> None:
                 cost = cost_fn(masks)
                 before = float(ev.evaluate(masks).accuracy)
                 tuned, _ = train.fit(model, variables, splits, config.finetune, masks=masks, seed=seed,
-                                     desc=f"finetune {method} b={budget:g} s={seed}")
+                                     desc=f"finetune {method} b={budget:g} s={seed}",
+                                     augment=train.get_augment(config))
                 test = train.evaluate_dataset(model, tuned, splits.test, masks=masks)["accuracy"]
                 rows.append(dict(method=method, budget=budget, seed=seed, cost=cost,
                                  meets_budget=cost <= budget, reward_accuracy_before_finetune=before,

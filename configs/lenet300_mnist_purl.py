@@ -1,10 +1,15 @@
-"""PuRL on LeNet-300-100 / embedded MNIST (a few minutes on 2 CPU cores).
+"""PuRL on LeNet-300-100 / embedded MNIST.
 
     purl-jax prune --config configs/lenet300_mnist_purl.py --workdir runs/lenet300_purl
 
-Dense 5 epochs (Adam), 80 episodes of 2 passes over the 3 layers towards 95% sparsity,
-1000 validation images as the reward set, 3 epochs of masked fine-tuning. Target (issue 4):
->= 95% sparsity within 0.1 point of dense test error; not yet measured.
+Dense 5 epochs (Adam), 40 episodes of 2 passes over the 3 layers towards 95% sparsity
+(epsilon decays over the first half), 1000 validation images as the reward set; the best
+allocation is projected to exactly 95% (``prune.project``), then 15 epochs of masked
+fine-tuning (Adam 1e-3, cosine, label smoothing 0.1: 10 epochs of Adam 5e-4 without
+smoothing gave 98.06%). Measured (BENCHMARKS.md "PuRL", shared dense checkpoint
+runs/lenet300_mnist, 98.55% test): 95% sparsity at 98.30 +- 0.02% test (3 seeds), i.e.
+error 1.70% vs dense 1.45%: the issue's "dense + 0.1 point" target is NOT met; global
+magnitude with the same fine-tuning: 98.30 +- 0.04%.
 """
 
 from purl_jax.search import purl_defaults

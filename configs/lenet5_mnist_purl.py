@@ -1,14 +1,18 @@
-"""PuRL on Caffe LeNet-5 / embedded MNIST: the README's main job (about 10 minutes on 2 CPU cores).
+"""PuRL on Caffe LeNet-5 / embedded MNIST: the README's main job.
 
     purl-jax prune --config configs/lenet5_mnist_purl.py --workdir runs/lenet5_purl
 
 Trains the dense net (3 epochs, Adam), runs 40 DQN episodes of 2 passes over the 4 layers
 (threshold actions alpha in {0, 0.1, ..., 2.2}, per-step hinge reward towards 98% sparsity,
-500 validation images as the reward set), fine-tunes the best masks 3 epochs and prints
-dense vs pruned test accuracy. Measured: dense 99.16% test accuracy; its first 8
-(exploring) episodes ended at 70-99% sparsity with 10-63% reward-set accuracy before
-fine-tuning; a complete run's pruned accuracy is not yet recorded. Under a 4x-contended 2-core machine an episode took ~22 s, so the 10-minute
-target holds only on an idle machine. All four layers are pruned, as in Han et al.
+500 validation images as the reward set, epsilon decaying over the first half), projects
+the best allocation to exactly 98% (``prune.project``), fine-tunes 3 epochs (Adam 5e-4,
+cosine) and prints dense vs pruned test accuracy. All four layers are pruned (Han et al.).
+Measured (BENCHMARKS.md "PuRL", shared dense checkpoint runs/lenet5_mnist at 99.23%, 5
+fine-tuning epochs, seed 0, 2-core CPU shared with other jobs): 98% sparsity at 98.38%
+test (global magnitude, same fine-tuning: 98.40%), error 1.62% vs dense 0.77%: the issue's
+"dense + 0.1 point" target is NOT met with this fine-tuning budget. Wall time: NOT within
+10 minutes on the loaded machine (dense epochs took 4-9 min, a search episode ~35 s at
+load 14-20); an idle machine was not available to measure.
 """
 
 from purl_jax.search import purl_defaults

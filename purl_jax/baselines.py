@@ -73,7 +73,7 @@ def scale_keep(sizes: np.ndarray, keep: np.ndarray, sparsity: float) -> np.ndarr
     for _ in range(100):
         c = (lo + hi) / 2
         lo, hi = (c, hi) if (np.minimum(1.0, c * keep) * sizes).sum() < budget else (lo, c)
-    return 1.0 - np.minimum(1.0, hi * keep)
+    return 1.0 - np.clip(hi * keep, 1.0 / sizes, 1.0)  # no layer collapses
 
 
 def project(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float) -> Masks:

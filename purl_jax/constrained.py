@@ -45,11 +45,12 @@ from purl_jax.budgets import BudgetError, CostFn
 from purl_jax.env import layer_features
 from purl_jax.graph import Graph
 from purl_jax.masks import (
-    Masks, MaskPolicy, channel_masks_to_masks, get_path, masked_layers, prunable_groups, set_path,
+    Masks, MaskPolicy, channel_masks_to_masks, channel_scores, get_path, masked_layers,
+    prunable_groups, set_path,
 )
 from purl_jax.ppo_lagrangian import AgentState, PPOConfig, PPOLagrangian, Transition
 
-ACTIONS = ("layer", "channel")
+ACTIONS = ("layer", "channel", "channel_l1")
 FEASIBILITY = ("clamp", "project")
 ScoreFn = Callable[[Masks], np.ndarray]  # stacked masks [K, ...] -> accuracy[K]
 
@@ -103,7 +104,10 @@ def _compiled_agent(ppo: PPOConfig, obs_dim: int, action_dim: int):
 def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = "layer",
                  policy: MaskPolicy = MaskPolicy(), max_fraction: float = 1.0) -> Problem:
     """Layer actions prune the masked layers of ``base_masks`` by magnitude; channel
-    actions prune the prunable channel groups of ``policy`` (one channel always stays)."""
+    actions prune the prunable channel groups of ``policy`` (one channel always stays):
+    ``"channel"`` by the policy's keep value per channel (the paper's filter-wise variant),
+    ``"channel_l1"`` by one fraction per group applied to the channels of least L1 norm
+    (AMC-style; uniform L1 pruning is one point of its action space)."""
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
     if not 0.0 < max_fraction <= 1.0:
@@ -131,6 +135,19 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
     if not groups:
         raise BudgetError("no prunable channel groups under this mask policy")
     sizes = np.array([g.size for g in groups])
+    feats = layer_features(graph, [graph.layer(g.producers[0]) for g in groups])
+    max_fractions = np.minimum(max_fraction, (sizes - 1) / sizes).astype(np.float32)
+    if action == "channel_l1":  # one fraction per group, its channels pruned by L1 norm
+        l1_ranks = [jnp.argsort(jnp.argsort(channel_scores(params, graph, g.name), stable=True),
+                                stable=True) for g in groups]
+
+        def build_l1(fractions, scores):
+            return channel_masks_to_masks(params, graph, {
+                g.name: rank >= jnp.round(fractions[i] * g.size).astype(jnp.int32)
+                for i, (g, rank) in enumerate(zip(groups, l1_ranks))})
+
+        return Problem(tuple(g.name for g in groups), feats, max_fractions,
+                       np.ones(len(groups), int), action, build_l1)
 
     def build(fractions, scores):
         channel_masks = {}
@@ -140,10 +157,7 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
             channel_masks[g.name] = jnp.argsort(jnp.argsort(s, stable=True), stable=True) >= k
         return channel_masks_to_masks(params, graph, channel_masks)
 
-    feats = layer_features(graph, [graph.layer(g.producers[0]) for g in groups])
-    return Problem(tuple(g.name for g in groups), feats,
-                   np.minimum(max_fraction, (sizes - 1) / sizes).astype(np.float32), sizes,
-                   action, build)
+    return Problem(tuple(g.name for g in groups), feats, max_fractions, sizes, action, build)
 
 
 class CostModel(NamedTuple):
@@ -541,7 +555,8 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         budget=budget,  # relative to dense: 0.1 = at most 10% of the dense cost
         budgets=(),  # a sweep: several budgets in one run -> <workdir>/front.json, front.png
         target_sparsity=min(max(1.0 - budget, 0.01), 0.99),  # nominal, for the shared result table
-        action=action,  # "layer" (fraction by magnitude) or "channel" (keep value per channel)
+        action=action,  # "layer" (fraction by magnitude), "channel" (keep value per channel),
+        # "channel_l1" (fraction of each channel group, by L1 norm)
         feasibility="clamp",
         max_fraction=1.0,
         iterations=iterations,
@@ -579,11 +594,12 @@ def plot_front(rows: Sequence[dict], path: str | Path, key: str = "test_accuracy
 
 
 def _trainer(ctx):
-    """``prune``'s trainer when the context carries one (tests inject a fake), else ``train``."""
-    trainer = getattr(ctx, "trainer", None)
-    if trainer is None:
-        from purl_jax import train as trainer
-    return trainer
+    """``prune``'s trainer (tests inject a fake), or ``purl_jax.train`` for a bare context."""
+    if ctx.trainer is not None:
+        return ctx.trainer
+    from purl_jax import train
+
+    return train
 
 
 def run_constrained(ctx) -> dict:

@@ -56,6 +56,7 @@ class PruneContext:
     base_masks: Masks  # all-true masks on the prunable layers (config.mask_policy)
     reward_set: Dataset  # drawn from the validation split, never test
     evaluator: Any  # purl_jax.evaluator.Evaluator on the reward set
+    trainer: Any = None  # purl_jax.train, or what prune() was given instead
 
 
 Algorithm = Callable[[PruneContext], dict]
@@ -300,8 +301,9 @@ def prune(config: ml_collections.ConfigDict, workdir: str | Path, *,
     """``purl-jax prune``: search masks with ``config.prune.algorithm``, fine-tune them
     (``config.finetune``) and report dense vs pruned test accuracy, sparsity, parameter
     and MAC reductions. ``trainer`` (default ``purl_jax.train``) is injectable for tests.
-    Writes ``config.json``, ``curves.json``, ``result.json`` and the report
-    (``purl_jax.report``) in ``workdir``."""
+    Writes ``config.json``, ``curves.json``, ``result.json``, the report
+    (``purl_jax.report``) and the export (``export/``) in ``workdir``; returns the result
+    with the ``masks`` and the fine-tuned ``variables``."""
     from purl_jax import report
     from purl_jax.evaluator import Evaluator
 
@@ -322,7 +324,7 @@ def prune(config: ml_collections.ConfigDict, workdir: str | Path, *,
     dense_test = trainer.evaluate_dataset(model, variables, splits.test, batch_size=eval_bs)
     evaluator = Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph)
     ctx = PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
-                       evaluator)
+                       evaluator, trainer)
     t_search = time.time()
     found = get_algorithm(config.prune.algorithm)(ctx)
     search_seconds = time.time() - t_search
@@ -353,7 +355,7 @@ def prune(config: ml_collections.ConfigDict, workdir: str | Path, *,
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     report.write_report(workdir)
     print(format_table(result))
-    return result
+    return {**result, "masks": masks, "variables": finetuned}
 
 
 def format_table(r: dict) -> str:

@@ -326,3 +326,16 @@ def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
     assert (tmp_path / "search_curves.png").exists()
     # fine-tuning: 2 sweep budgets + prune()'s own, all with the config's augmentation
     assert len(trainer.fits) == 3 and {f["augment"] for f in trainer.fits} == {"the-augment"}
+
+
+def test_channel_l1_actions_prune_by_l1_norm():
+    from purl_jax.masks import channel_masks_to_masks, l1_channel_masks, prunable_groups
+
+    _, variables, graph, _ = built("lenet5")
+    params, policy = variables["params"], MaskPolicy(exclude_first=False)
+    problem = c.make_problem(params, graph, None, action="channel_l1", policy=policy)
+    assert problem.names == ("conv1", "conv2", "fc1") and problem.action_dim == 1
+    masks = problem.build(jnp.full(3, 0.3), jnp.zeros((3, 1)))
+    ones = {g.name: jnp.ones(g.size, bool) for g in prunable_groups(graph, policy)}
+    expect = channel_masks_to_masks(params, graph, l1_channel_masks(params, graph, ones, 0.3))
+    jax.tree.map(np.testing.assert_array_equal, masks, expect)

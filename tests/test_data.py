@@ -379,9 +379,10 @@ def test_cli_verify(tmp_path, capsys):
     assert "is not the original mnist file" in capsys.readouterr().err
 
 
-def test_cli_runs_as_a_module(tmp_path):
+def test_data_command_of_the_cli(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "purl_jax.data", "verify", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, "-m", "purl_jax.main", "data", "verify", str(tmp_path)],
+        capture_output=True, text=True,
     )
     assert result.returncode == 1
     assert f"No known SHA-256 checksums for '{tmp_path.name}'" in result.stderr

@@ -224,14 +224,15 @@ def test_global_min_keeps_a_share_of_every_layer():
 def test_projection_keeps_the_allocation_shape_at_the_exact_sparsity():
     _, variables, graph, _ = built("lenet5")
     base = init_masks(variables["params"], graph, ALL_LAYERS)
-    found = baselines.random_allocation(variables["params"], base, graph, 0.8, seed=1)
+    found = baselines.global_magnitude(variables["params"], base, graph, 0.8)
     masks = baselines.project(variables["params"], base, graph, found, 0.95)
     before = summary(variables["params"], found, graph)["layers"]
     s = summary(variables["params"], masks, graph)
     np.testing.assert_allclose(s["sparsity"], 0.95, atol=2e-3)
-    kept = {k: v["kept"] / v["params"] for k, v in s["layers"].items() if v["kept"] < v["params"]}
-    ratios = [kept[k] / (before[k]["kept"] / before[k]["params"]) for k in kept]
+    ratios = [v["kept"] / before[k]["kept"] for k, v in s["layers"].items()]
     np.testing.assert_allclose(ratios, ratios[0], rtol=0.05)  # one common scale factor
+    collapsed = baselines.scale_keep(np.array([500, 25000]), np.array([0.002, 0.5]), 0.9)
+    assert collapsed[0] <= 1 - 1 / 500  # a collapsed layer still keeps one weight
 
 
 # -- prune(): the command, on a fake trainer -------------------------------------------------

@@ -64,8 +64,9 @@ def random_allocation(params: Any, masks: Masks, graph: Graph, sparsity: float, 
 
 
 def scale_keep(sizes: np.ndarray, keep: np.ndarray, sparsity: float) -> np.ndarray:
-    """Per-layer ratios ``1 - min(1, c * keep)`` with ``c`` bisected so the size-weighted
-    sparsity is ``sparsity``: the allocation's shape kept, its total moved to the target."""
+    """Per-layer ratios ``1 - c * keep`` (every layer keeping between one weight and all),
+    ``c`` bisected so the size-weighted sparsity is ``sparsity``: the allocation's shape
+    kept, its total moved to the target."""
     sizes = np.asarray(sizes, np.float64)
     keep = np.maximum(np.asarray(keep, np.float64), 1.0 / sizes)  # a collapsed layer keeps 1
     budget = (1.0 - sparsity) * sizes.sum()

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purl_jax.checkpoint import flat_masks, unflat_masks
 from purl_jax.graph import Graph
 from purl_jax.masks import (
     ChannelMasks, Masks, _flat_keep, _flatten, apply_masks, channel_masks_to_masks,
@@ -121,15 +122,16 @@ def save_export(directory: str | Path, variables: Any, masks: Masks | None = Non
     directory.mkdir(parents=True, exist_ok=True)
     tree = {"variables": variables}
     if masks is not None:
-        tree["masks"] = {"/".join(path): m for path, m in _flatten(masks)}
+        tree["masks"] = flat_masks(masks)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(directory / "arrays", tree, force=True)
     (directory / "export.json").write_text(json.dumps(metadata or {}, indent=2))
     return directory
 
 
-def load_export(directory: str | Path, like: Any) -> tuple[Any, dict[str, jax.Array], dict]:
-    """Restores what ``save_export`` wrote; ``like`` is the variables tree (or its shapes)."""
+def load_export(directory: str | Path, like: Any) -> tuple[Any, Masks | None, dict]:
+    """Restores what ``save_export`` wrote: (variables, mask tree or None, metadata);
+    ``like`` is the variables tree (or its shapes)."""
     import orbax.checkpoint as ocp
 
     directory = Path(directory).absolute()
@@ -142,5 +144,6 @@ def load_export(directory: str | Path, like: Any) -> tuple[Any, dict[str, jax.Ar
             target["masks"] = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
                                for k, v in tree["masks"].items()}
         restored = ckpt.restore(directory / "arrays", target)
-    return (restored["variables"], restored.get("masks", {}),
-            json.loads((directory / "export.json").read_text()))
+    variables = restored["variables"]
+    masks = unflat_masks(restored["masks"], variables["params"]) if "masks" in restored else None
+    return variables, masks, json.loads((directory / "export.json").read_text())

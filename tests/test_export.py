@@ -58,7 +58,8 @@ def test_export_round_trips_through_orbax(tmp_path):
     restored, restored_masks, meta = load_export(path, sv)
     jax.tree.map(np.testing.assert_array_equal, restored, sv)
     assert meta == {"model": "resnet20"}
-    assert restored_masks["stage1_block1/conv1/kernel"].dtype == jnp.bool_
+    assert restored_masks["stage1_block1"]["conv1"]["kernel"].dtype == jnp.bool_
+    jax.tree.map(np.testing.assert_array_equal, restored_masks, masks)
 
 
 def test_sparse_storage_counts_values_and_indices():

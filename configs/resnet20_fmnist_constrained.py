@@ -10,20 +10,14 @@ training and fine-tuning as ``resnet20_fmnist.py``. Expected: MACs <= 50% of den
 (guaranteed), test accuracy a little under the dense ~92%.
 """
 
+from pathlib import Path
+
 from purl_jax.constrained import constrained_defaults
-from purl_jax.train import base_config
+from purl_jax.train import load_config
 
 
 def get_config():
-    c = base_config(augment=dict(crop_padding=2, flip=True))
-    c.model = "resnet20"
-    c.dataset = "fashion_mnist"
-    c.data_dir = "../shared/data/fashion_mnist"
-    c.train.update(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True,
-                   weight_decay=5e-4, schedule="cosine", warmup_epochs=1, epochs=12,
-                   batch_size=128, label_smoothing=0.0, checkpoint_every_steps=200)
-    c.finetune.update(c.train.to_dict())
-    c.finetune.update(learning_rate=0.01, warmup_epochs=0, epochs=3)
+    c = load_config(Path(__file__).with_name("resnet20_fmnist.py"))  # the dense recipe
     c.prune = constrained_defaults(0.5, cost="flops", action="channel", iterations=40, num_envs=16)
     c.prune.reward_set_size = 500
     return c

@@ -11,6 +11,8 @@ them (mid-epoch too: batches are deterministic per (seed, epoch)).
 
 from __future__ import annotations
 
+import importlib.util
+
 import functools
 import json
 import time
@@ -33,6 +35,14 @@ from purl_jax.data import Augment, Dataset, Splits, default_augment, iterate_bat
 from purl_jax.graph import Graph, analyze
 from purl_jax.masks import Masks, apply_masks, check_masks
 from purl_jax.models import get_model
+
+
+def load_config(path: str | Path) -> ml_collections.ConfigDict:
+    """``get_config()`` of a config file, so a search config can extend its dense recipe."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:

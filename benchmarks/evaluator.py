@@ -9,15 +9,23 @@ interleaved, medians of ``--reps`` rounds after a compile call. Useful FLOPs are
 that has to be done: for one-layer candidates at layer t, K x cost(layers from t on) +
 cost(layers before t); for all-layer candidates, K full passes. "ideal" is the loop's time
 over the evaluator's if both ran at the loop's FLOP rate, i.e. K full passes over useful
-FLOPs. Peak memory is XLA's compiled memory analysis (arguments + outputs + temporaries)
-of the program each variant runs.
+FLOPs. Peak memory is measured, not XLA's compiled memory analysis (which on CPU leaves
+out buffers its thunks allocate, e.g. a conv's output): the growth of the process's peak
+resident memory (Linux VmHWM, reset through /proc/self/clear_refs) during one call of a
+compiled variant whose inputs (params, data, all K candidate masks) are already resident;
+"total" adds those inputs, which every variant, the loop included, holds during the call.
+``MALLOC_MMAP_THRESHOLD_`` is fixed (the script re-executes itself with it) so that freed
+buffers go back to the system and the next variant's peak starts from the same floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -65,9 +73,17 @@ def matmul_ceiling(reps: int) -> float:
     return 2 * n**3 / interleaved({"mm": lambda: f(a, a)}, max(reps, 5))["mm"] / 1e9
 
 
-def peak_bytes(compiled) -> int:
-    m = compiled.memory_analysis()
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+def _status_kib(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+
+def peak_mib(fn) -> float:
+    """MiB the peak resident memory grows by during one call of ``fn`` (compiled already)."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _status_kib("VmRSS")
+    jax.block_until_ready(fn())
+    return (_status_kib("VmHWM") - before) / 1024
 
 
 def setup(name: str, n: int):
@@ -112,9 +128,10 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
                 "loop": lambda: [single(variables, c, x, y) for c in cands],
             }
             times = interleaved(variants, reps)
-            mem = {"evaluator": peak_bytes(ev.compiled("evaluate_layer", masks, layer.name, lm)),
-                   "loop": peak_bytes(single.lower(variables, cands[0], x, y).compile())}
-            step_rows.append(row(layer.name, k, useful, k * full, times, mem))
+            mem = {v: peak_mib(fn) for v, fn in variants.items()}
+            inputs = mib(variables, x, y, masks, lm)
+            step_rows.append(row(layer.name, k, useful, k * full, times, mem, inputs))
+            step_rows[-1]["strategy"] = ev.strategy_choices[(layer.name, k)]
             print(json.dumps(step_rows[-1]), flush=True)
         out["layers"] += step_rows
         if step_rows:
@@ -126,17 +143,21 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
         cands = [jax.tree.map(lambda m: m[i], stacked) for i in range(k)]
         variants = {"evaluator": lambda: ev.evaluate_stacked(stacked),
                     "loop": lambda: [single(variables, c, x, y) for c in cands]}
-        mem = {"evaluator": peak_bytes(ev.compiled("evaluate_stacked", stacked)),
-               "loop": peak_bytes(single.lower(variables, cands[0], x, y).compile())}
         if k <= naive_max_k:
             variants["naive_vmap"] = lambda: naive(variables, stacked, x, y)
-            mem["naive_vmap"] = peak_bytes(naive.lower(variables, stacked, x, y).compile())
-        out["stacked"].append(row("all layers", k, k * full, k * full, interleaved(variants, reps), mem))
+        times = interleaved(variants, reps)
+        mem = {v: peak_mib(fn) for v, fn in variants.items()}
+        inputs = mib(variables, x, y, stacked)
+        out["stacked"].append(row("all layers", k, k * full, k * full, times, mem, inputs))
         print(json.dumps(out["stacked"][-1]), flush=True)
     return out
 
 
-def row(what: str, k: int, useful: float, dense: float, seconds: dict, mem: dict) -> dict:
+def mib(*trees) -> float:
+    return sum(a.nbytes for a in jax.tree.leaves(trees)) / 2**20
+
+
+def row(what: str, k: int, useful: float, dense: float, seconds: dict, mem: dict, inputs: float = 0.0) -> dict:
     loop = seconds["loop"]
     return {
         "what": what, "k": k, "useful_gflop": useful / 1e9, "ideal_speedup": dense / useful,
@@ -145,7 +166,9 @@ def row(what: str, k: int, useful: float, dense: float, seconds: dict, mem: dict
         "gflop_per_s": {v: useful / s / 1e9 for v, s in seconds.items()},
         "speedup_vs_loop": {v: loop / s for v, s in seconds.items()},
         "fraction_of_ideal": loop / seconds["evaluator"] / (dense / useful),
-        "peak_mib": {v: b / 2**20 for v, b in mem.items()},
+        "peak_mib": mem,
+        "inputs_mib": inputs,
+        "total_vs_loop": {v: (inputs + m) / (inputs + mem["loop"]) for v, m in mem.items()},
     }
 
 
@@ -158,22 +181,25 @@ def markdown(results: dict, command: str) -> str:
         "variants were timed interleaved in one run (medians).", "",
         "speedup = loop time / variant time; ideal = K full passes / useful FLOPs; "
         "% ideal = evaluator speedup / ideal; GFLOP/s counts useful FLOPs; peak = XLA's compiled "
-        "memory (arguments + outputs + temporaries).", "",
+        "working = growth of the peak resident memory during one call, inputs already resident (see the "
+        "script's docstring); inputs = params, data and the K candidate masks, held by every variant; "
+        "total eval / loop = (inputs + working) of the evaluator over the loop's; one-layer rows name the "
+        "strategy `auto` chose.", "",
     ]
     for model, res in results["models"].items():
         lines += [f"### {model} ({res['images']} images, {res['full_pass_gflop']:.2f} GFLOP per full pass)", "",
                   "| case | K | cand/s eval | cand/s loop | cand/s naive vmap | GFLOP/s eval | GFLOP/s loop "
-                  "| speedup | ideal | % ideal | peak MiB eval / loop / naive |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| speedup | ideal | % ideal | working MiB eval / loop / naive | inputs MiB | total eval / loop |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["episode"] + res["stacked"] + res["layers"]:
             c, g, p = r["candidates_per_s"], r["gflop_per_s"], r["peak_mib"]
             lines.append(
-                f"| {r['what']} | {r['k']} | {c['evaluator']:.1f} | {c['loop']:.1f} | "
+                f"| {r['what']}{' (' + r['strategy'] + ')' if 'strategy' in r else ''} | {r['k']} | {c['evaluator']:.1f} | {c['loop']:.1f} | "
                 f"{c.get('naive_vmap', float('nan')):.1f} | {g['evaluator']:.0f} | {g['loop']:.0f} | "
                 f"{r['speedup_vs_loop']['evaluator']:.2f} | {r['ideal_speedup']:.2f} | "
                 f"{100 * r['fraction_of_ideal']:.0f}% | "
                 + " / ".join(f"{p[v]:.0f}" if v in p else "-" for v in ("evaluator", "loop", "naive_vmap"))
-                + " |")
+                + (f" | {r['inputs_mib']:.0f} | {r['total_vs_loop']['evaluator']:.2f}x |" if p else " | - | - |"))
         lines.append("")
     lines += results.get("notes", [])
     return "\n".join(lines) + "\n"
@@ -202,9 +228,11 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # see the docstring: peak memory
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} x "
-                   f"{jax.devices()[0].platform}, {__import__('os').cpu_count()} cores, jax {jax.__version__}",
+                   f"{jax.devices()[0].platform}, {os.cpu_count()} cores, jax {jax.__version__}",
         "matmul_gflops": matmul_ceiling(args.reps),
         "models": {},
         "notes": [],

@@ -8,7 +8,14 @@ Three entry points, one per shape of the question a search asks:
   layer's mask alone, so everything before the layer is computed once for all candidates
   and the layer runs as one wide op; a layout barrier then moves the candidate axis in
   front of the batch, so every later conv or matmul is an ordinary one on K x b rows with
-  shared weights instead of a grouped convolution (which XLA:CPU runs badly).
+  shared weights instead of a grouped convolution (which XLA:CPU runs badly). Where K
+  masked copies of a big kernel would not fit the memory bound, the candidates run in
+  groups. ``"map"`` runs the candidates one after another inside the jit; XLA hoists the
+  candidate-independent prefix out of that loop, so it shares the prefix too, with one
+  masked kernel live at a time. ``"auto"`` times ``"fold"`` against ``"map"`` on the first
+  call for each layer and K and keeps the faster (``Evaluator.strategy_choices``): folding
+  loses where there is no prefix to share and the wide op's output is large (the first
+  conv on CPU).
 * ``evaluate_stacked(stacked_masks)``: K candidates that may differ everywhere. Strategy
   ``"map"`` runs them one after another inside the jit (as fast as a Python loop on CPU);
   ``"vmap"`` batches them (the right choice where grouped convs are cheap: GPU, TPU).
@@ -23,6 +30,7 @@ constants, so XLA cannot fold the shared prefix away at compile time.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -41,6 +49,8 @@ STACKED_STRATEGIES = ("auto", "vmap", "map")
 # small enough that a micro-batch's activations stay in cache.
 CPU_ROWS = 256
 WEIGHT_REUSE = 2**16
+# Timed runs per strategy when "auto" measures (after one compiling run); the minimum counts.
+MEASURE_RUNS = 2
 
 
 class Scores(NamedTuple):
@@ -127,21 +137,34 @@ def _score_stacked(model, strategy, chunk, variables, images, labels, weights, s
     return _over_chunks(logits, images, labels, weights, chunk)
 
 
-def _score_layer(model, strategy, path, chunk, variables, images, labels, weights, masks, layer_masks):
-    """Like ``_score_stacked`` for candidates differing only in the kernel at ``path``."""
+def _score_layer(model, strategy, path, chunk, group, variables, images, labels, weights, masks,
+                 layer_masks):
+    """Like ``_score_stacked`` for candidates differing only in the kernel at ``path``.
+
+    ``group``: candidates folded together; with fewer than K, groups run one after another
+    so that only ``group`` masked kernels are live at a time.
+    """
     base = _masked(variables, masks)
-    kernels = jnp.where(layer_masks, get_path(variables["params"], path), 0)
+    kernel = get_path(variables["params"], path)
     with_kernel = lambda k: {**base, "params": set_path(base["params"], path, k)}
     if strategy == "map":
-        one = lambda k: _score_one(model, chunk, with_kernel(k), images, labels, weights)
-        return jax.lax.map(one, kernels)
+        one = lambda m: _score_one(model, chunk, with_kernel(jnp.where(m, kernel, 0)), images, labels, weights)
+        return jax.lax.map(one, layer_masks)
     fold_at = path[:-1] if strategy == "fold" else None
-    # vmap's rule for a batched kernel puts the candidate axis just before the output
-    # features; laying the kernels out so once here keeps that transpose out of the loop.
-    kernels = jnp.moveaxis(kernels, 0, -2)
-    one = lambda k, x: _logits(model, with_kernel(k), x, fold_at)
-    logits = lambda x: jax.vmap(one, in_axes=(kernels.ndim - 2, None))(kernels, x)
-    return _over_chunks(logits, images, labels, weights, chunk)
+
+    def folded(group_masks):
+        # vmap's rule for a batched kernel puts the candidate axis just before the output
+        # features; laying the (bool) masks out so once keeps that transpose out of the loop.
+        kernels = jnp.where(jnp.moveaxis(group_masks, 0, -2), kernel[..., None, :], 0)
+        one = lambda k, x: _logits(model, with_kernel(k), x, fold_at)
+        logits = lambda x: jax.vmap(one, in_axes=(kernels.ndim - 2, None))(kernels, x)
+        return _over_chunks(logits, images, labels, weights, chunk)
+
+    k = layer_masks.shape[0]
+    if group >= k:
+        return folded(layer_masks)
+    correct, loss = jax.lax.map(folded, layer_masks.reshape(k // group, group, *layer_masks.shape[1:]))
+    return correct.reshape(k), loss.reshape(k)
 
 
 def _sharded(fn, mesh: Mesh | None):
@@ -161,12 +184,6 @@ def _sharded(fn, mesh: Mesh | None):
 def choose_stacked_strategy(backend: str) -> str:
     """CPU runs the grouped convs of a vmap badly (4-13x slower): map there, vmap elsewhere."""
     return "map" if backend == "cpu" else "vmap"
-
-
-def choose_layer_strategy(backend: str) -> str:
-    """Folding shares the prefix and keeps later ops plain on every backend."""
-    del backend
-    return "fold"
 
 
 def choose_chunk(num_images: int, rows_per_image: int, backend: str, wide_weights: int = 0) -> int:
@@ -214,8 +231,11 @@ class Evaluator:
         self._images, self._labels = images, labels
         self._data: dict[int, tuple] = {}
         self._put = put
+        self._variable_bytes = sum(x.nbytes for x in jax.tree.leaves(variables))
         self._jits: dict[tuple, Any] = {}
         self._lower_only = False
+        # (layer name, K) -> the strategy "auto" measured fastest for it.
+        self.strategy_choices: dict[tuple[str, int], str] = {}
 
     # -- public ---------------------------------------------------------------------------
 
@@ -245,18 +265,23 @@ class Evaluator:
         if layer_masks.dtype != jnp.bool_:
             raise MaskError(f"layer_masks must be bool, got {layer_masks.dtype}")
         k = _check_k(layer_masks.shape[0])
-        strategy = self._strategy(strategy, LAYER_STRATEGIES, choose_layer_strategy)
-        rows = k if strategy in ("fold", "vmap") else 1
+        strategy = self._strategy(strategy, LAYER_STRATEGIES, lambda backend: "auto")
         masks = set_path(masks, layer.path, None)  # the candidates replace it
-        wide = k * layer.params if strategy in ("fold", "vmap") else 0
-        return self._run(("layer", strategy, layer.path), rows, k, masks, layer_masks, wide_weights=wide)
+        run = lambda s: self._run(("layer", s, layer.path), k, masks, layer_masks, wide=layer.params)
+        if strategy != "auto":
+            return run(strategy)
+        choice = self.strategy_choices.get((layer_name, k))
+        if choice is None:
+            scores, choice = _fastest({s: functools.partial(run, s) for s in ("fold", "map")})
+            self.strategy_choices[(layer_name, k)] = choice
+            return scores
+        return run(choice)
 
     def evaluate_stacked(self, stacked_masks: Masks, *, strategy: str | None = None) -> Scores:
         """Scores of K candidates; every mask leaf carries a leading K axis."""
         k = self._check_stacked(stacked_masks)
         strategy = self._strategy(strategy, STACKED_STRATEGIES, choose_stacked_strategy)
-        rows = k if strategy == "vmap" else 1
-        return self._run(("stacked", strategy), rows, k, stacked_masks)
+        return self._run(("stacked", strategy), k, stacked_masks)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -266,23 +291,35 @@ class Evaluator:
         strategy = _check_strategy(strategy, allowed)
         return choose(self.backend) if strategy == "auto" else strategy
 
-    def _run(self, key, rows_per_image, k, *candidate_args, wide_weights: int = 0) -> Scores:
-        fn, args = self._prepare(key, rows_per_image, k, candidate_args, wide_weights)
+    def _run(self, key, k, *candidate_args, wide: int = 0) -> Scores:
+        fn, args = self._prepare(key, k, candidate_args, wide)
         if self._lower_only:
             raise _Lowered(fn.lower(*args).compile())
         correct, loss = fn(*args)
         return Scores(correct[:k] / self.num_images, loss[:k] / self.num_images)
 
-    def _prepare(self, key, rows_per_image, k, candidate_args, wide_weights):
+    def _prepare(self, key, k, candidate_args, wide):
+        """The jitted program and its arguments: candidates padded to fill every device and
+        group, the data padded to whole micro-batches."""
         devices = self.mesh.size if self.mesh else 1
-        k_pad = -(-k // devices) * devices
-        local_rows = rows_per_image * k_pad // devices if rows_per_image > 1 else 1
-        wide_weights = wide_weights // devices
-        chunk = self.batch_size or choose_chunk(self.num_images, local_rows, self.backend, wide_weights)
+        local = -(-k // devices)
+        batched = key[1] in ("fold", "vmap")  # candidates share each micro-batch's rows
+        group = local
+        if key[0] == "layer" and batched:
+            group = -(-local // -(-local // self._max_group(local, wide)))
+        k_pad = devices * -(-local // group) * group
+        rows = group if batched else 1
+        chunk = self.batch_size or choose_chunk(self.num_images, rows, self.backend,
+                                                group * wide if batched else 0)
         chunk = min(chunk, self.num_images)
         candidates = list(candidate_args)
         candidates[-1] = jax.tree.map(lambda a: _pad_candidates(jnp.asarray(a), k_pad), candidates[-1])
-        return self._jit(key, chunk), (self._variables, *self._padded_data(chunk), *candidates)
+        return self._jit(key, chunk, group), (self._variables, *self._padded_data(chunk), *candidates)
+
+    def _max_group(self, k: int, wide: int) -> int:
+        """Most candidates whose masked f32 kernels (``wide`` weights each) fit in the memory
+        the call holds anyway: the K bool candidate masks and the variables."""
+        return max(1, (k * wide + self._variable_bytes) // (4 * max(wide, 1)))
 
     def compiled(self, method: str, *args, **kwargs):
         """The compiled XLA program a call would run (for ``memory_analysis``, ``cost_analysis``)."""
@@ -295,12 +332,12 @@ class Evaluator:
             self._lower_only = False
         raise ValueError(f"{method} runs no compiled program")
 
-    def _jit(self, key, chunk):
-        full = (*key, chunk)
+    def _jit(self, key, chunk, group):
+        full = (*key, chunk, group)
         if full not in self._jits:
             kind, strategy, *path = key
             if kind == "layer":
-                body = functools.partial(_score_layer, self.model, strategy, path[0], chunk)
+                body = functools.partial(_score_layer, self.model, strategy, path[0], chunk, group)
             else:
                 body = functools.partial(_score_stacked, self.model, strategy, chunk)
             self._jits[full] = jax.jit(_sharded(body, self.mesh))
@@ -343,6 +380,20 @@ class _Lowered(Exception):
     def __init__(self, compiled):
         super().__init__("lowered")
         self.compiled = compiled
+
+
+def _fastest(runs: dict[str, Any]) -> tuple[Scores, str]:
+    """Runs each of ``runs`` once (compiling), then ``MEASURE_RUNS`` times; the fastest by
+    its best time, with its scores."""
+    scores = {name: run() for name, run in runs.items()}
+    best = {name: float("inf") for name in runs}
+    for _ in range(MEASURE_RUNS):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            scores[name] = jax.block_until_ready(run())
+            best[name] = min(best[name], time.perf_counter() - start)
+    choice = min(best, key=best.get)
+    return scores[choice], choice
 
 
 def _pad_candidates(a: jax.Array, k_pad: int) -> jax.Array:

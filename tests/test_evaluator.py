@@ -70,7 +70,7 @@ def structured(variables, graph, seed, k):
     return jax.tree.map(lambda *ms: jnp.stack(ms), *trees)
 
 
-def check_layers(ev, model, variables, masks, layers, images, labels, k, strategy="auto"):
+def check_layers(ev, model, variables, masks, layers, images, labels, k, strategy="fold"):
     for t, layer in enumerate(layers):
         lm = jax.random.bernoulli(jax.random.key(10 + t), 0.7, (k, *layer.kernel_shape))
         expected = [reference(model, variables, set_path(masks, layer.path, lm[i]), images, labels)
@@ -150,6 +150,33 @@ def test_dense_masks_none_and_one_candidate():
     assert_matches(ev.evaluate_layer(masks, "conv2", lm), expected)
     one = ev.evaluate(masks)
     assert_matches(Scores(one.accuracy[None], one.loss[None]), expected)
+
+
+def test_auto_measures_once_per_layer_and_k_and_keeps_the_choice():
+    model, variables, graph, shape = built("lenet5")
+    images, labels = data(shape)
+    ev = Evaluator(model, variables, images, labels, graph=graph)
+    masks = random_masks(init_masks(variables["params"], graph, ALL), 0)
+    check_layers(ev, model, variables, masks, graph.layers[:2], images, labels, k=3, strategy="auto")
+    assert set(ev.strategy_choices) == {("conv1", 3), ("conv2", 3)}
+    assert set(ev.strategy_choices.values()) <= {"fold", "map"}
+    compiled = len(ev._jits)
+    check_layers(ev, model, variables, masks, graph.layers[:2], images, labels, k=3, strategy="auto")
+    assert len(ev._jits) == compiled  # the cached choice runs; nothing is measured again
+
+
+def test_big_kernels_run_in_groups_with_the_same_scores(monkeypatch):
+    model, variables, graph, shape = built("lenet5")
+    images, labels = data(shape)
+    ev = Evaluator(model, variables, images, labels, graph=graph)
+    masks = random_masks(init_masks(variables["params"], graph, ALL), 0)
+    monkeypatch.setattr(ev, "_variable_bytes", 0)  # a kernel's K masks bound the group to K / 4
+    layer = graph.layer("fc1")
+    lm = jax.random.bernoulli(jax.random.key(3), 0.7, (9, *layer.kernel_shape))
+    _, args = ev._prepare(("layer", "fold", layer.path), 9, (masks, lm), layer.params)
+    assert args[-1].shape[0] == 10  # at most 9 // 4 = 2 per group: 5 groups of 2, one padding
+    expected = [reference(model, variables, set_path(masks, layer.path, lm[i]), images, labels) for i in range(9)]
+    assert_matches(ev.evaluate_layer(masks, "fc1", lm, strategy="fold"), expected)
 
 
 SUBPROCESS = """

@@ -8,13 +8,14 @@ the present leaves keyed by their "/"-joined path and rebuilt against the params
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from purl_jax import files
 from purl_jax.masks import Masks, _flatten, get_path, set_path
 
 
@@ -40,11 +41,12 @@ def unflat_masks(flat: dict[str, Any], params: Any) -> Masks:
     return masks
 
 
-def manager(directory: str | Path, *, read_only: bool = False) -> ocp.CheckpointManager:
-    """A manager keeping the two newest checkpoints under ``directory`` (made absolute)."""
+def manager(directory: str | os.PathLike, *, read_only: bool = False) -> ocp.CheckpointManager:
+    """A manager keeping the two newest checkpoints under ``directory`` (local, made
+    absolute, or ``gs://``). In a multi-process run every process must call its saves."""
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not read_only, read_only=read_only)
     return ocp.CheckpointManager(
-        Path(directory).resolve(), options=options, item_names=("state", "meta")
+        files.path(directory), options=options, item_names=("state", "meta")
     )
 
 
@@ -71,13 +73,13 @@ def restore(mngr: ocp.CheckpointManager, target: Any) -> tuple[Any, dict] | None
     return out["state"], out["meta"]
 
 
-def restore_variables(directory: str | Path, reference: dict) -> tuple[dict, dict]:
+def restore_variables(directory: str | os.PathLike, reference: dict) -> tuple[dict, dict]:
     """Model variables (params and other collections) of the latest checkpoint in
     ``directory``, checked leaf by leaf against ``reference`` (e.g. a fresh ``model.init``).
 
     Raises ``CheckpointError`` when there is no checkpoint or it was made for another model.
     """
-    directory = Path(directory).resolve()
+    directory = files.path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"no checkpoint folder {directory}")
     with manager(directory, read_only=True) as mngr:

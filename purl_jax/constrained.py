@@ -33,7 +33,6 @@ import pickle
 import time
 import weakref
 from functools import lru_cache, partial
-from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -41,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import trange
 
+from purl_jax import files
 from purl_jax.budgets import BudgetError, CostFn
 from purl_jax.env import layer_features
 from purl_jax.graph import Graph
@@ -351,14 +351,7 @@ def _take(tree, k: int):
     return jax.tree.map(lambda x: x[k], tree)
 
 
-def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(jax.device_get(payload), f)
-    os.replace(tmp, path)
-
-
-def plot_training(history: Sequence[dict], path: str | Path) -> None:
+def plot_training(history: Sequence[dict], path: str | os.PathLike) -> None:
     """Reward, cost with the budget, and nu over training iterations."""
     import matplotlib
     matplotlib.use("Agg")
@@ -377,12 +370,11 @@ def plot_training(history: Sequence[dict], path: str | Path) -> None:
     axes[2].plot(it, [h["nu"] for h in history])
     axes[2].set(title="multiplier nu", xlabel="iteration")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    files.save_figure(fig, files.path(path), dpi=100)
 
 
 def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConfig,
-           workdir: str | Path | None = None, *, progress: bool = True,
+           workdir: str | os.PathLike | None = None, *, progress: bool = True,
            cost_model: CostModel | None = None) -> SearchResult:
     """PPO-Lagrangian search under ``cost_fn(masks) <= cfg.budget``; resumable in ``workdir``.
 
@@ -397,14 +389,13 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     key_init, root = jax.random.split(jax.random.key(cfg.seed))
     state: AgentState = agent.init(key_init)
     start, history, best = 0, [], None
-    workdir = None if workdir is None else Path(workdir)
+    workdir = None if workdir is None else files.path(workdir)
     ckpt = None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt = workdir / "agent.pkl"
         if ckpt.exists():
-            with open(ckpt, "rb") as f:
-                saved = pickle.load(f)
+            saved = pickle.loads(ckpt.read_bytes())
             if saved["budget"] != cfg.budget or saved["names"] != problem.names:
                 raise ValueError(f"{ckpt} belongs to another search (budget {saved['budget']}); "
                                  "use another workdir")
@@ -417,12 +408,12 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
                      jnp.float32(cfg.feasibility == "clamp"))
     build = _jitted_build(problem, stacked=True)
     budget = jnp.float32(cfg.budget)
-    metrics_file = None if workdir is None else open(workdir / "metrics.jsonl", "a")
 
     def checkpoint(iteration):
         if ckpt is not None:
-            _save(ckpt, dict(state=state, iteration=iteration, history=history, best=best,
-                             budget=cfg.budget, names=problem.names))
+            files.write_bytes_atomic(ckpt, pickle.dumps(jax.device_get(dict(
+                state=state, iteration=iteration, history=history, best=best,
+                budget=cfg.budget, names=problem.names))))
             plot_training(history, workdir / "training.png")
 
     for it in trange(start, cfg.iterations, disable=not progress, desc=f"constrained b={cfg.budget:g}"):
@@ -453,13 +444,10 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
                       **{k: float(m[k]) for k in ("pi_loss", "v_loss", "approx_kl", "entropy")},
                       seconds=round(time.time() - tic, 3))
         history.append(record)
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
+        if workdir is not None:
+            files.append_line(workdir / "metrics.jsonl", json.dumps(record))
         if (it + 1) % cfg.checkpoint_every == 0:
             checkpoint(it + 1)
-    if metrics_file is not None:
-        metrics_file.close()
     checkpoint(cfg.iterations)
 
     fractions, scores, cost = project(problem, cost_fn, model, cfg.budget, best["fractions"], best["scores"])
@@ -468,7 +456,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     result = SearchResult(masks, float(cost), cfg.budget, accuracy,
                           dict(zip(problem.names, map(float, fractions))), history)
     if workdir is not None:
-        (workdir / "search.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        files.write_text(workdir / "search.json", json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
 
@@ -578,7 +566,7 @@ def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
                         ppo=PPOConfig(**ppo))
 
 
-def plot_front(rows: Sequence[dict], path: str | Path, key: str = "test_accuracy") -> None:
+def plot_front(rows: Sequence[dict], path: str | os.PathLike, key: str = "test_accuracy") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -589,8 +577,7 @@ def plot_front(rows: Sequence[dict], path: str | Path, key: str = "test_accuracy
         ax.axvline(r["budget"], color="0.8", lw=0.8, zorder=0)
     ax.set(xlabel="cost (relative to dense)", ylabel=key.replace("_", " "), title="accuracy vs cost")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    files.save_figure(fig, files.path(path), dpi=100)
 
 
 def _trainer(ctx):
@@ -654,7 +641,7 @@ def run_constrained(ctx) -> dict:
             test = trainer.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=r.masks,
                                             batch_size=config.train.eval_batch_size)
             rows.append(dict(r.to_json(), cost_name=p.cost, test_accuracy=float(test["accuracy"])))
-        (ctx.workdir / "front.json").write_text(json.dumps(rows, indent=2) + "\n")
+        files.write_text(ctx.workdir / "front.json", json.dumps(rows, indent=2) + "\n")
         plot_front(rows, ctx.workdir / "front.png")
         out["constrained"]["front"] = rows
     return out

@@ -12,14 +12,16 @@ For unstructured masks, ``sparse_storage`` says what a sparse format would save,
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
+from purl_jax import files
 from purl_jax.checkpoint import flat_masks, unflat_masks
 from purl_jax.graph import Graph
 from purl_jax.masks import (
@@ -113,28 +115,30 @@ def sparse_storage(params: Any, masks: Masks) -> dict[str, int]:
     return {"dense_bytes": dense, "bitmask_bytes": bitmask, "coo_bytes": coo}
 
 
-def save_export(directory: str | Path, variables: Any, masks: Masks | None = None,
-                metadata: dict | None = None) -> Path:
-    """Saves variables (and masks, ``None`` leaves dropped) with orbax, metadata as JSON."""
+def save_export(directory: str | os.PathLike, variables: Any, masks: Masks | None = None,
+                metadata: dict | None = None) -> epath.Path:
+    """Saves variables (and masks, ``None`` leaves dropped) with orbax, metadata as JSON.
+    In a multi-process run every process must call it (orbax saves together); arrays go
+    through host memory, as orbax refuses one process's device arrays there."""
     import orbax.checkpoint as ocp
 
-    directory = Path(directory).absolute()
+    directory = files.path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tree = {"variables": variables}
     if masks is not None:
         tree["masks"] = flat_masks(masks)
     with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(directory / "arrays", tree, force=True)
-    (directory / "export.json").write_text(json.dumps(metadata or {}, indent=2))
+        ckpt.save(directory / "arrays", jax.device_get(tree), force=True)
+    files.write_text(directory / "export.json", json.dumps(metadata or {}, indent=2))
     return directory
 
 
-def load_export(directory: str | Path, like: Any) -> tuple[Any, Masks | None, dict]:
+def load_export(directory: str | os.PathLike, like: Any) -> tuple[Any, Masks | None, dict]:
     """Restores what ``save_export`` wrote: (variables, mask tree or None, metadata);
     ``like`` is the variables tree (or its shapes)."""
     import orbax.checkpoint as ocp
 
-    directory = Path(directory).absolute()
+    directory = files.path(directory)
     with ocp.StandardCheckpointer() as ckpt:
         meta = ckpt.metadata(directory / "arrays")
         tree = getattr(meta, "item_metadata", meta)

@@ -11,9 +11,11 @@
 Multi-host (a TPU VM slice, several GPU hosts): every host runs the same command with
 ``--distributed`` (or ``PURL_JAX_DISTRIBUTED=1``), which calls ``jax.distributed.initialize()``
 before anything touches a device; on TPU VMs its arguments are detected, elsewhere they come
-from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``. Only process 0
-prints to stdout; ``--workdir`` must be one folder all hosts see (NFS / Filestore, or a bucket
-mounted with gcsfuse), where orbax writes the checkpoints that any host resumes from.
+from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``. Training,
+fine-tuning and the evaluator then use the devices of all hosts. Only process 0 prints to
+stdout and writes the work directory's files; ``--workdir`` must be one place all hosts
+see: ``gs://bucket/run`` (needs ``purl-jax[gcs]``), NFS / Filestore or a gcsfuse mount,
+where orbax writes (from every process) the checkpoints that any host resumes from.
 See ``scripts/tpu_vm_search.sh``.
 """
 
@@ -26,6 +28,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 
+from purl_jax import files
 from purl_jax.graph import analyze
 from purl_jax.models import available_models, get_model
 
@@ -135,8 +138,9 @@ def maybe_initialize_distributed(argv: list[str], environ=os.environ) -> bool:
 
     Must run before the first device use. With ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``
     set they are passed on (with ``JAX_COORDINATOR_ADDRESS``, which jax reads itself);
-    otherwise jax detects the cluster (TPU VM, Slurm, Open MPI). Processes other than 0
-    stop printing to stdout (errors and progress bars still go to stderr).
+    otherwise jax detects the cluster (TPU VM, Slurm, Open MPI). Processes other than the
+    writer (``files.is_writer``) stop printing to stdout (errors and progress bars still go
+    to stderr).
     """
     flagged = DISTRIBUTED_FLAG in argv
     while DISTRIBUTED_FLAG in argv:
@@ -149,10 +153,11 @@ def maybe_initialize_distributed(argv: list[str], environ=os.environ) -> bool:
     if environ.get("JAX_PROCESS_ID"):
         kwargs["process_id"] = int(environ["JAX_PROCESS_ID"])
     jax.distributed.initialize(**kwargs)
-    if jax.process_index() != 0:
+    writer = files.is_writer()
+    if not writer:
         sys.stdout = open(os.devnull, "w")
     print(f"jax.distributed: {jax.process_count()} processes, {jax.device_count()} devices "
-          f"({jax.local_device_count()} local)", file=sys.stderr if jax.process_index() else sys.stdout)
+          f"({jax.local_device_count()} local)", file=sys.stdout if writer else sys.stderr)
     return True
 
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-from pathlib import Path
+import os
 from typing import Any, Sequence
 
 import matplotlib
+from etils import epath
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from purl_jax import files  # noqa: E402
 
 _VERSIONS = ("purl-jax", "jax", "jaxlib", "flax", "optax", "rlax", "orbax-checkpoint")
 # Scalars worth a curve, in the order they are drawn; each log has some of them.
@@ -36,11 +39,11 @@ class ReportError(ValueError):
     """A work directory without the files a report needs."""
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: epath.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def search_log(workdir: Path) -> list[dict]:
+def search_log(workdir: epath.Path) -> list[dict]:
     """The search's per-episode (PuRL) or per-iteration (constrained) records."""
     for name in ("search/episodes.jsonl", "search/iterations.jsonl", "search/metrics.jsonl"):
         if (workdir / name).exists():
@@ -58,15 +61,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def load_result(workdir: str | Path) -> dict:
-    path = Path(workdir) / "result.json"
+def load_result(workdir: str | os.PathLike) -> dict:
+    path = files.path(workdir) / "result.json"
     if not path.exists():
         raise ReportError(f"{path} not found: run `purl-jax prune --workdir {workdir}` first")
     return json.loads(path.read_text())
 
 
-def build_summary(workdir: str | Path) -> dict[str, Any]:
-    workdir = Path(workdir)
+def build_summary(workdir: str | os.PathLike) -> dict[str, Any]:
+    workdir = files.path(workdir)
     result = load_result(workdir)
     config_path = workdir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else None
@@ -76,7 +79,7 @@ def build_summary(workdir: str | Path) -> dict[str, Any]:
             "budget", "cost", "cost_name", "search_seconds", "seconds")
     summary = {k: result[k] for k in keys if k in result}
     summary.update(config=config, seed=(config or {}).get("seed"), versions=versions(),
-                   workdir=str(workdir.resolve()))
+                   workdir=str(workdir))
     return summary
 
 
@@ -101,7 +104,7 @@ def format_summary(s: dict) -> str:
 
 # -- plots --------------------------------------------------------------------------------
 
-def plot_layer_sparsity(result: dict, path: Path) -> Path:
+def plot_layer_sparsity(result: dict, path: epath.Path) -> epath.Path:
     layers = result["layer_sparsity"]
     fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(layers) + 2), 3.5))
     ax.bar(range(len(layers)), [100 * v for v in layers.values()], color="#4c72b0")
@@ -111,13 +114,12 @@ def plot_layer_sparsity(result: dict, path: Path) -> Path:
     ax.set_title(f"{result.get('model')}: {100 * result['sparsity']:.1f}% sparse "
                  f"({result.get('algorithm')})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    files.save_figure(fig, path, dpi=110)
     return path
 
 
 def plot_accuracy_vs_sparsity(results: Sequence[tuple[str, dict, list[dict], dict]],
-                              path: Path) -> Path:
+                              path: epath.Path) -> epath.Path:
     """Episodes (faint), baselines (lines) and each run's fine-tuned result (star)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn_baselines = False
@@ -138,12 +140,12 @@ def plot_accuracy_vs_sparsity(results: Sequence[tuple[str, dict, list[dict], dic
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    files.save_figure(fig, path, dpi=110)
     return path
 
 
-def plot_search_curves(log: list[dict], path: Path, budget: float | None = None) -> Path | None:
+def plot_search_curves(log: list[dict], path: epath.Path,
+                       budget: float | None = None) -> epath.Path | None:
     keys = [k for k in _CURVES if any(isinstance(r.get(k), (int, float)) for r in log)]
     if not keys:
         return None
@@ -161,12 +163,11 @@ def plot_search_curves(log: list[dict], path: Path, budget: float | None = None)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(x_key)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    files.save_figure(fig, path, dpi=110)
     return path
 
 
-def write_tensorboard(workdir: Path, log: list[dict]) -> Path:
+def write_tensorboard(workdir: epath.Path, log: list[dict]) -> epath.Path:
     """Search scalars (and the training logs, if any) as TensorBoard event files."""
     from tensorboardX import SummaryWriter
 
@@ -189,30 +190,30 @@ def write_tensorboard(workdir: Path, log: list[dict]) -> Path:
     return out
 
 
-def write_report(workdir: str | Path) -> dict[str, Any]:
+def write_report(workdir: str | os.PathLike) -> dict[str, Any]:
     """Writes summary.json, the plots and the TensorBoard events of one work directory."""
-    workdir = Path(workdir)
+    workdir = files.path(workdir)
     summary = build_summary(workdir)
     result = load_result(workdir)
     log = search_log(workdir)
     curves_path = workdir / "curves.json"
     curves = json.loads(curves_path.read_text()) if curves_path.exists() else {}
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    files = [plot_layer_sparsity(result, workdir / "layer_sparsity.png"),
+    files.write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    plots = [plot_layer_sparsity(result, workdir / "layer_sparsity.png"),
              plot_accuracy_vs_sparsity([(result.get("algorithm", "run"), result, log, curves)],
                                        workdir / "accuracy_vs_sparsity.png")]
     curve = plot_search_curves(log, workdir / "search_curves.png", result.get("budget"))
-    files += [curve] if curve else []
+    plots += [curve] if curve else []
     write_tensorboard(workdir, log)
-    summary["files"] = [str(f) for f in files]
+    summary["files"] = [str(f) for f in plots]
     return summary
 
 
-def compare(workdirs: Sequence[str | Path], out: str | Path) -> Path:
+def compare(workdirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> epath.Path:
     """One accuracy-vs-sparsity plot of several work directories."""
     runs = []
     for w in workdirs:
-        w = Path(w)
+        w = files.path(w)
         curves = json.loads((w / "curves.json").read_text()) if (w / "curves.json").exists() else {}
         runs.append((w.name, load_result(w), search_log(w), curves))
-    return plot_accuracy_vs_sparsity(runs, Path(out))
+    return plot_accuracy_vs_sparsity(runs, files.path(out))

@@ -15,7 +15,6 @@ import functools
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import flax.serialization
@@ -23,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from tqdm.auto import tqdm
 
-from purl_jax import baselines
+from purl_jax import baselines, files
 from purl_jax.budgets import flops_cost
 from purl_jax.data import Dataset, Splits, reward_subset
 from purl_jax.dqn import DQN, DQNConfig, Transition, replay_add
@@ -48,7 +48,7 @@ class PruneContext:
     """What a search algorithm gets: the trained dense model, data and the evaluator."""
 
     config: ml_collections.ConfigDict
-    workdir: Path
+    workdir: epath.Path
     model: Any
     variables: dict
     splits: Splits
@@ -83,14 +83,8 @@ def _final_key(info: dict) -> tuple:
     return info["final_reward"], info["accuracy"], info["sparsity"]
 
 
-def _save_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
-                experience: str = "all_actions", workdir: str | Path | None = None,
+                experience: str = "all_actions", workdir: str | os.PathLike | None = None,
                 checkpoint_every: int = 1, progress: bool = True) -> dict:
     """Runs DQN episodes over ``env``; returns the best masks by final reward.
 
@@ -99,13 +93,14 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
     the agent, replay buffer, best result and episode counter are saved atomically every
     ``checkpoint_every`` episodes to ``purl_search.msgpack`` and a rerun resumes there;
     ``episodes.jsonl`` gets one line per episode. Random keys depend only on (seed,
-    episode, step), so a resumed run matches an uninterrupted one.
+    episode, step), so a resumed run matches an uninterrupted one. In a multi-process run
+    every process runs the same search and resumes from the same file; process 0 writes.
     """
     if experience not in EXPERIENCE:
         raise PruneError(f"experience must be one of {EXPERIENCE}, got {experience!r}")
     if episodes < 1:
         raise PruneError(f"episodes must be >= 1, got {episodes}")
-    workdir = None if workdir is None else Path(workdir)
+    workdir = None if workdir is None else files.path(workdir)
     init_key, key = jax.random.split(jax.random.key(seed))
     dense_state = env.reset()
     blank = dict(agent=agent.init(init_key), replay=agent.replay(),
@@ -116,9 +111,10 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
         ckpt_path, log_path = workdir / "purl_search.msgpack", workdir / "episodes.jsonl"
         if ckpt_path.exists():
             saved = flax.serialization.from_bytes(blank, ckpt_path.read_bytes())
-        lines = log_path.read_text().splitlines() if log_path.exists() else []
-        kept = [l for l in lines if json.loads(l)["episode"] < saved["episode"]]
-        log_path.write_text("".join(l + "\n" for l in kept))
+        if files.is_writer():  # the log loses the episodes after the checkpoint
+            lines = log_path.read_text().splitlines() if log_path.exists() else []
+            kept = [l for l in lines if json.loads(l)["episode"] < saved["episode"]]
+            log_path.write_text("".join(l + "\n" for l in kept))
     agent_state, replay = saved["agent"], saved["replay"]
     env_steps, start = int(saved["env_steps"]), int(saved["episode"])
     best = json.loads(saved["best"]) or None
@@ -166,10 +162,9 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
         bar.set_postfix(reward=f"{info['final_reward']:.3f}", best=f"{best['final_reward']:.3f}",
                         acc=f"{info['accuracy']:.3f}", sparsity=f"{sparsity:.3f}")
         if log_path is not None:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(info) + "\n")
+            files.append_line(log_path, json.dumps(info))
             if (episode + 1) % checkpoint_every == 0 or episode + 1 == episodes:
-                _save_atomic(ckpt_path, flax.serialization.to_bytes(dict(
+                files.write_bytes_atomic(ckpt_path, flax.serialization.to_bytes(dict(
                     agent=agent_state, replay=replay, episode=episode + 1, env_steps=env_steps,
                     best_masks=best_masks, best=json.dumps(best))))
     bar.close()
@@ -271,7 +266,7 @@ def baseline_curves(ctx: PruneContext, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.9
 
 
 def export_result(config: ml_collections.ConfigDict, model: Any, variables: dict,
-                  graph: Graph, masks: Masks, directory: Path) -> dict:
+                  graph: Graph, masks: Masks, directory: epath.Path) -> dict:
     """Saves the fine-tuned params with their masks and, when whole channels were pruned,
     the compact model that runs faster; returns what was written and its sizes."""
     meta = dict(model=config.model, model_kwargs=dict(config.model_kwargs),
@@ -296,22 +291,23 @@ def export_result(config: ml_collections.ConfigDict, model: Any, variables: dict
     return out
 
 
-def prune(config: ml_collections.ConfigDict, workdir: str | Path, *,
+def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
           trainer: Any = None) -> dict:
     """``purl-jax prune``: search masks with ``config.prune.algorithm``, fine-tune them
     (``config.finetune``) and report dense vs pruned test accuracy, sparsity, parameter
     and MAC reductions. ``trainer`` (default ``purl_jax.train``) is injectable for tests.
     Writes ``config.json``, ``curves.json``, ``result.json``, the report
-    (``purl_jax.report``) and the export (``export/``) in ``workdir``; returns the result
-    with the ``masks`` and the fine-tuned ``variables``."""
+    (``purl_jax.report``) and the export (``export/``) in ``workdir`` (local or ``gs://``;
+    in a multi-process run process 0 writes them); returns the result with the ``masks``
+    and the fine-tuned ``variables``."""
     from purl_jax import report
     from purl_jax.evaluator import Evaluator
 
     validate(config)
     trainer = trainer or _trainer()
-    workdir = Path(workdir).resolve()
+    workdir = files.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
     start = time.time()
     model, variables_init, splits, graph = trainer.setup(config)
     reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
@@ -330,7 +326,7 @@ def prune(config: ml_collections.ConfigDict, workdir: str | Path, *,
     search_seconds = time.time() - t_search
     masks = found.pop("masks")
     if config.prune.get("baseline_curves", True):
-        (workdir / "curves.json").write_text(json.dumps(baseline_curves(ctx)) + "\n")
+        files.write_text(workdir / "curves.json", json.dumps(baseline_curves(ctx)) + "\n")
     reward_scores = evaluator.evaluate(masks)
     finetuned, history = trainer.fit(model, variables, splits, config.finetune, masks=masks,
                                      workdir=workdir / "finetune", seed=config.seed,
@@ -352,8 +348,9 @@ def prune(config: ml_collections.ConfigDict, workdir: str | Path, *,
         finetune_history=history, export=exported, **found,
     )
     result["flop_reduction"] = 1.0 / max(result["flops_kept"], 1e-12)
-    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    report.write_report(workdir)
+    files.write_text(workdir / "result.json", json.dumps(result, indent=2) + "\n")
+    if files.is_writer():
+        report.write_report(workdir)
     print(format_table(result))
     return {**result, "masks": masks, "variables": finetuned}
 

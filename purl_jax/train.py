@@ -1,12 +1,15 @@
-"""Dense training and masked fine-tuning, data parallel over all local devices.
+"""Dense training and masked fine-tuning, data parallel over all devices of all processes.
 
 One jitted step serves both: with ``masks`` the gradients going into the optimizer and
 the updates coming out are masked (``masked``), and the params are masked again after the
 update, so pruned weights stay exactly zero whatever momentum or weight decay do. The
 batch is sharded over a 'data' mesh axis, params and optimizer state are replicated; on
-one device this is plain single-device training. With a ``workdir`` the run writes
-``metrics.jsonl`` and orbax checkpoints in ``workdir/checkpoints/<desc>`` and resumes from
-them (mid-epoch too: batches are deterministic per (seed, epoch)).
+one device this is plain single-device training. In a multi-process run (a TPU VM slice,
+``jax.distributed``) the mesh spans every process's devices and each process feeds the
+rows of the global batch that its own devices hold. With a ``workdir`` (local or
+``gs://``) the run writes ``metrics.jsonl`` (process 0) and orbax checkpoints (all
+processes) in ``workdir/checkpoints/<desc>`` and resumes from them (mid-epoch too:
+batches are deterministic per (seed, epoch)).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import importlib.util
 
 import functools
 import json
+import os
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -27,10 +31,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from purl_jax import checkpoint as ckpt
+from purl_jax import files
 from purl_jax.data import Augment, Dataset, Splits, default_augment, iterate_batches, load_dataset
 from purl_jax.graph import Graph, analyze
 from purl_jax.masks import Masks, apply_masks, check_masks
@@ -168,12 +174,36 @@ def _eval_step(model: nn.Module, variables: dict, masks: Masks, images: jax.Arra
 # -- sharding ---------------------------------------------------------------------------
 
 def data_mesh() -> Mesh:
-    """All local devices on one 'data' axis."""
-    return Mesh(np.asarray(jax.local_devices()), ("data",))
+    """All devices, of every process, on one 'data' axis."""
+    return Mesh(np.asarray(jax.devices()), ("data",))
 
 
 def _shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
     return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+
+
+def _put_batch(batch: tuple[np.ndarray, ...], sharded: NamedSharding) -> tuple[jax.Array, ...]:
+    """A global batch as arrays sharded over 'data'. Every process builds the same global
+    batch (deterministic per seed and epoch) and transfers only the rows its own devices
+    hold; in one process that is all of it, a plain ``device_put``."""
+    n = len(batch[0])
+    rows = n // sharded.mesh.size
+    starts = sorted({index[0].start or 0
+                     for index in sharded.addressable_devices_indices_map((n,)).values()})
+    if len(starts) * rows == n:
+        return jax.device_put(batch, sharded)
+    take = np.concatenate([np.arange(s, s + rows) for s in starts])  # in mesh order
+    return tuple(jax.make_array_from_process_local_data(sharded, x[take], (n, *x.shape[1:]))
+                 for x in batch)
+
+
+def _replicate(tree: Any, replicated: NamedSharding) -> Any:
+    """``tree`` on every device of the mesh. Onto other processes' devices it goes from host
+    memory: ``device_put`` of a device array there makes arrays whose shards cannot be read
+    back (orbax fails to save them, jax 0.10)."""
+    if not replicated.is_fully_addressable:
+        tree = jax.tree.map(np.asarray, tree)
+    return jax.device_put(tree, replicated)
 
 
 # -- evaluation -------------------------------------------------------------------------
@@ -192,8 +222,8 @@ def evaluate_dataset(model: nn.Module, variables: Mapping, dataset: Dataset, *,
     mesh = data_mesh()
     replicated, sharded = _shardings(mesh)
     batch_size = -(-min(batch_size, len(dataset)) // mesh.size) * mesh.size
-    variables = jax.device_put(dict(variables), replicated)
-    masks = None if masks is None else jax.device_put(masks, replicated)
+    variables = _replicate(dict(variables), replicated)
+    masks = None if masks is None else _replicate(masks, replicated)
     step = _jitted_eval(model)
     totals = jnp.zeros(2)
     for images, labels in iterate_batches(dataset.images, dataset.labels, batch_size, rng_seed=0,
@@ -203,21 +233,20 @@ def evaluate_dataset(model: nn.Module, variables: Mapping, dataset: Dataset, *,
         weights[:n] = 1
         pad = ((0, batch_size - n),)
         batch = (np.pad(images, pad + ((0, 0),) * (images.ndim - 1)), np.pad(labels, pad), weights)
-        totals = totals + step(variables, masks, *jax.device_put(batch, sharded))
+        totals = totals + step(variables, masks, *_put_batch(batch, sharded))
     loss, correct = np.asarray(totals) / len(dataset)
     return dict(accuracy=float(correct), loss=float(loss))
 
 
 # -- fit --------------------------------------------------------------------------------
 
-def _log(workdir: Path | None, record: dict) -> None:
+def _log(workdir: epath.Path | None, record: dict) -> None:
     if workdir is not None:
-        with open(workdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        files.append_line(workdir / "metrics.jsonl", json.dumps(record))
 
 
 def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.ConfigDict, *,
-        masks: Masks = None, workdir: str | Path | None = None, seed: int = 0,
+        masks: Masks = None, workdir: str | os.PathLike | None = None, seed: int = 0,
         desc: str = "train", augment: Augment | None = None) -> tuple[dict, list[dict]]:
     """Trains ``variables`` for ``cfg.epochs`` on ``data.train``; returns the final variables
     (masked when ``masks`` is given) and one metrics dict per epoch (with validation).
@@ -242,11 +271,11 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
     state = dict(params=params, model_state=dict(model_state), opt_state=tx.init(params),
                  step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)))
     # Copied first: the step donates the state, which must not delete the caller's arrays.
-    state = jax.device_put(jax.tree.map(jnp.array, state), replicated)
-    masks = None if masks is None else jax.device_put(masks, replicated)
+    state = _replicate(jax.tree.map(jnp.array, state), replicated)
+    masks = None if masks is None else _replicate(masks, replicated)
     history: list[dict] = []
 
-    workdir = None if workdir is None else Path(workdir).resolve()
+    workdir = None if workdir is None else files.path(workdir)
     mngr = None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +311,7 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
             for i, batch in enumerate(batches):
                 if i < skip:
                     continue
-                state, metrics = train_step(state, masks, *jax.device_put(batch, sharded))
+                state, metrics = train_step(state, masks, *_put_batch(batch, sharded))
                 sums = sums + jnp.stack([metrics["loss"], metrics["accuracy"]])
                 step += 1
                 bar.update()
@@ -345,12 +374,12 @@ def setup(config: ml_collections.ConfigDict) -> tuple[nn.Module, dict, Splits, G
     return model, variables, splits, graph
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str | Path,
+def _train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
            parts: tuple | None = None) -> tuple[dict, dict]:
     model, variables, splits, _ = parts or setup(config)
-    workdir = Path(workdir).resolve()
+    workdir = files.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
     start = time.time()
     variables, history = fit(model, variables, splits, config.train, workdir=workdir,
                              seed=config.seed, desc="train", augment=get_augment(config))
@@ -364,20 +393,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str | Path,
     return variables, result
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """``purl-jax train``: trains the dense model of ``config`` in ``workdir`` (resuming
     from its checkpoints) and returns the final metrics, test accuracy included."""
     return _train(config, workdir)[1]
 
 
-def load_dense(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+def load_dense(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """The trained dense variables: from ``config.dense_checkpoint`` (a ``purl-jax train``
     workdir) when set, otherwise trained now in ``workdir/dense`` (resumable)."""
     parts = setup(config)
     if config.dense_checkpoint:
-        where = Path(config.dense_checkpoint) / "checkpoints" / "train"
+        where = files.path(config.dense_checkpoint) / "checkpoints" / "train"
         variables, meta = ckpt.restore_variables(where, parts[1])
         if not meta.get("finished"):
             print(f"warning: {where} holds an unfinished run ({len(meta['history'])} epochs)")
         return variables
-    return _train(config, Path(workdir) / "dense", parts)[0]
+    return _train(config, files.path(workdir) / "dense", parts)[0]

@@ -7,23 +7,24 @@
 #
 #   gcloud compute tpus tpu-vm create purl --zone us-central2-b \
 #       --accelerator-type v4-32 --version tpu-ubuntu2204-base      # you create the slice
-#   scripts/tpu_vm_search.sh purl us-central2-b /mnt/shared/runs/resnet50_purl \
+#   scripts/tpu_vm_search.sh purl us-central2-b gs://MY_BUCKET/runs/resnet50_purl \
 #       --config.data_dir=gs://MY_BUCKET/tfds
 #
 # This script creates no cloud resources. It runs two commands on all hosts at once with
 #
 #   gcloud compute tpus tpu-vm ssh NAME --zone ZONE --worker=all --command "..."
 #
-#   1. install: clone purl-jax (REPO, REF) and `pip install -e ".[...]" "jax[tpu]"` (SKIP_INSTALL=1 skips it);
+#   1. install: clone purl-jax (REPO, REF) and `pip install -e ".[gcs]" "jax[tpu]"` (SKIP_INSTALL=1 skips it);
 #   2. search:  purl-jax prune --distributed --config CONFIG --workdir WORKDIR [flags]
 #
 # Every host runs the *same* command. `--distributed` calls jax.distributed.initialize() (on TPU VMs
-# the coordinator, process count and id are detected), so the evaluator shards its candidates over
-# all chips of the slice and only process 0 prints. WORKDIR must be one folder every host sees:
-# a Filestore / NFS mount, or a bucket mounted with gcsfuse on every host (MOUNT_BUCKET=name mounts
-# it at /mnt/shared here). Checkpoints (orbax) go there, so after a preemption or a crash, running
-# the same command again resumes from them. Plain gs:// work directories are not supported yet:
-# purl-jax writes its JSON and plots with pathlib.
+# the coordinator, process count and id are detected), so the evaluator shards its candidates, and
+# training and fine-tuning their batches, over all chips of the slice; only process 0 prints and
+# writes the JSON, logs and plots. WORKDIR must be one place every host sees: a gs:// bucket path
+# (written through etils.epath and gcsfs), a Filestore / NFS mount, or a bucket mounted with
+# gcsfuse on every host (MOUNT_BUCKET=name mounts it at /mnt/shared here). Checkpoints (orbax,
+# saved by all hosts together) go there, so after a preemption or a crash, running the same
+# command again resumes from them on any host.
 #
 # Environment knobs:
 #   CONFIG        config file relative to the checkout (default configs/resnet50_imagenet_purl.py)
@@ -38,7 +39,7 @@
 set -euo pipefail
 
 if [[ $# -lt 3 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 
@@ -48,12 +49,6 @@ CONFIG=${CONFIG:-configs/resnet50_imagenet_purl.py}
 REPO=${REPO:-https://github.com/purl-jax/purl-jax}
 REF=${REF:-main}
 LOG=${LOG:-'~/purl_jax_prune.log'}
-
-if [[ "$WORKDIR" == gs://* ]]; then
-  echo "error: WORKDIR must be a shared file system path (Filestore, NFS, gcsfuse mount), not $WORKDIR;" >&2
-  echo "       set MOUNT_BUCKET=${WORKDIR#gs://} and use /mnt/shared/... instead" >&2
-  exit 2
-fi
 
 on_all_hosts() {
   local cmd=(gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command "$1")
@@ -70,7 +65,7 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
     [ -d purl-jax ] || git clone -q $REPO purl-jax
     cd purl-jax && git fetch -q origin $REF && git checkout -q FETCH_HEAD
     python3 -m pip install -q -U pip
-    python3 -m pip install -q -e . 'jax[tpu]' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+    python3 -m pip install -q -e '.[gcs]' 'jax[tpu]' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 fi
 
 if [[ -n "${MOUNT_BUCKET:-}" ]]; then

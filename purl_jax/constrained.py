@@ -630,15 +630,16 @@ def run_constrained(ctx) -> dict:
     out = dict(masks=res.masks, budget=main, cost=res.cost, cost_name=p.cost,
                constrained=dict(res.to_json(), cost_name=p.cost, iterations=len(res.history)))
     if p.budgets:
+        from purl_jax.search import finetune  # search imports this module
+
         trainer = _trainer(ctx)
-        augment = trainer.get_augment(config)
         rows = []
         for b in sorted(budgets, reverse=True):
             r = res if b == main else run(b)
-            tuned, _ = trainer.fit(ctx.model, ctx.variables, ctx.splits, config.finetune, masks=r.masks,
-                                   workdir=root / f"budget_{b:g}", seed=config.seed, desc="finetune",
-                                   augment=augment)
-            test = trainer.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=r.masks,
+            # The main budget is fine-tuned where prune() looks, which then resumes it, done.
+            where = ctx.workdir / "finetune" if b == main else root / f"budget_{b:g}"
+            tuned, _, masks = finetune(ctx, r.masks, where)
+            test = trainer.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=masks,
                                             batch_size=config.train.eval_batch_size)
             rows.append(dict(r.to_json(), cost_name=p.cost, test_accuracy=float(test["accuracy"])))
         files.write_text(ctx.workdir / "front.json", json.dumps(rows, indent=2) + "\n")

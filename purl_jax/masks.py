@@ -177,6 +177,18 @@ def magnitude_masks(params: Any, masks: Masks, graph: Graph, ratios: Ratios) -> 
     return masks
 
 
+def gradual_ratios(ratios: Mapping[str, float], rounds: int) -> list[dict[str, float]]:
+    """Per-layer ratios for ``rounds`` prune-and-fine-tune rounds that end at ``ratios``.
+
+    Zhu & Gupta's cubic ramp, s_r = s (1 - (1 - r / R)^3): most of the pruning happens in
+    the first rounds, while the network still has the capacity to recover.
+    """
+    if not isinstance(rounds, int) or rounds < 1:
+        raise MaskError(f"rounds must be a positive integer, got {rounds!r}")
+    return [{name: float(s) * (1.0 - (1.0 - r / rounds) ** 3) for name, s in ratios.items()}
+            for r in range(1, rounds + 1)]
+
+
 def global_magnitude_masks(
     params: Any, masks: Masks, graph: Graph, sparsity: float | jax.Array,
     min_keep_fraction: float = 0.0,

@@ -33,8 +33,8 @@ from purl_jax.env import EnvError, PruningEnv, RewardSpec, action_grid, hinge_re
 from purl_jax.graph import Graph
 from purl_jax.checkpoint import check_matches
 from purl_jax.export import ExportError, compact, save_export, sparse_storage
-from purl_jax.masks import (Masks, MaskPolicy, channel_masks_from_masks, init_masks,
-                            masked_layers, summary)
+from purl_jax.masks import (Masks, MaskPolicy, channel_masks_from_masks, get_path, gradual_ratios,
+                            init_masks, magnitude_masks, masked_layers, summary)
 
 EXPERIENCE = ("taken", "all_actions")
 
@@ -236,6 +236,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         dqn_config(p.dqn)
         if p.experience not in EXPERIENCE:
             raise PruneError(f"prune.experience must be one of {EXPERIENCE}, got {p.experience!r}")
+    rounds = config.finetune.rounds
+    if not isinstance(rounds, int) or rounds < 1:
+        raise PruneError(f"finetune.rounds must be a positive integer, got {rounds!r}")
+    if rounds > 1 and p.get("action", "layer") != "layer":
+        raise PruneError("finetune.rounds > 1 prunes weights by magnitude, which would undo "
+                         f"prune.action={p.action!r}'s channel structure; use rounds = 1")
     if not 0 < p.reward_set_size <= config.validation_size:
         raise PruneError(
             f"prune.reward_set_size={p.reward_set_size} must lie in (0, validation_size="
@@ -291,6 +297,33 @@ def export_result(config: ml_collections.ConfigDict, model: Any, variables: dict
     return out
 
 
+def finetune(ctx: PruneContext, masks: Masks, workdir: epath.Path) -> tuple[dict, list[dict], Masks]:
+    """Masked fine-tuning of the dense variables (``config.finetune``): the fine-tuned
+    variables, per-epoch metrics and the final masks.
+
+    ``finetune.rounds`` > 1 prunes gradually: round r keeps ``masks``' per-layer sparsity
+    on Zhu & Gupta's cubic ramp (``masks.gradual_ratios``), by magnitude of the weights
+    fine-tuned so far, and fine-tunes ``finetune.epochs`` epochs; the last round reaches
+    ``masks``' allocation (the same count per layer, chosen by the latest magnitudes).
+    """
+    config, trainer = ctx.config, ctx.trainer or _trainer()
+    run = lambda variables, m, where, desc: trainer.fit(
+        ctx.model, variables, ctx.splits, config.finetune, masks=m, workdir=where, seed=config.seed,
+        desc=desc, augment=trainer.get_augment(config))
+    rounds = config.finetune.rounds
+    if rounds == 1:
+        variables, history = run(ctx.variables, masks, workdir, "finetune")
+        return variables, history, masks
+    layers = masked_layers(ctx.base_masks, ctx.graph)
+    final = {l.name: 1.0 - float(np.mean(np.asarray(get_path(masks, l.path)))) for l in layers}
+    variables, history = ctx.variables, []
+    for r, ratios in enumerate(gradual_ratios(final, rounds), 1):
+        masks = magnitude_masks(variables["params"], ctx.base_masks, ctx.graph, ratios)
+        variables, h = run(variables, masks, workdir / f"round_{r}", f"finetune {r}/{rounds}")
+        history += [dict(record, round=r) for record in h]
+    return variables, history, masks
+
+
 def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
           trainer: Any = None) -> dict:
     """``purl-jax prune``: search masks with ``config.prune.algorithm``, fine-tune them
@@ -328,9 +361,7 @@ def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     if config.prune.get("baseline_curves", True):
         files.write_text(workdir / "curves.json", json.dumps(baseline_curves(ctx)) + "\n")
     reward_scores = evaluator.evaluate(masks)
-    finetuned, history = trainer.fit(model, variables, splits, config.finetune, masks=masks,
-                                     workdir=workdir / "finetune", seed=config.seed,
-                                     desc="finetune", augment=trainer.get_augment(config))
+    finetuned, history, masks = finetune(ctx, masks, workdir / "finetune")
     pruned_test = trainer.evaluate_dataset(model, finetuned, splits.test, masks=masks,
                                            batch_size=eval_bs)
     exported = export_result(config, model, finetuned, graph, masks, workdir / "export")

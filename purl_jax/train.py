@@ -72,6 +72,7 @@ def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:
         schedule="cosine", warmup_epochs=0, epochs=10, batch_size=128, label_smoothing=0.0,
         eval_batch_size=1000, checkpoint_every_steps=1000))
     c.finetune = ml_collections.ConfigDict(c.train.to_dict())
+    c.finetune.rounds = 1  # > 1: gradual pruning over that many rounds (search.finetune)
     c.dense_checkpoint = ""
     return c
 

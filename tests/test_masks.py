@@ -194,3 +194,13 @@ def test_channel_masks_round_trip_through_a_mask_tree(name):
     # Unstructured masks leave biases and batch norm alone: no channel is removed.
     unstructured = M.magnitude_masks(v["params"], M.init_masks(v["params"], graph), graph, 0.99)
     assert M.channel_masks_from_masks(v["params"], graph, unstructured) == {}
+
+
+def test_gradual_ratios_ramp_up_to_the_final_ratios():
+    steps = M.gradual_ratios({"a": 0.9, "b": 0.5}, 3)
+    assert len(steps) == 3 and steps[-1] == {"a": 0.9, "b": 0.5}
+    a = [s["a"] for s in steps]
+    assert 0 < a[0] < a[1] < a[2] and a[0] > 0.9 / 3  # cubic: front-loaded
+    assert M.gradual_ratios({"a": 0.9}, 1) == [{"a": 0.9}]
+    with pytest.raises(M.MaskError, match="rounds"):
+        M.gradual_ratios({"a": 0.9}, 0)

@@ -317,6 +317,28 @@ def test_bad_input_fails_before_any_work(tmp_path, field, value, match):
         prune(config, tmp_path, trainer=trainer)
 
 
+def test_gradual_finetuning_ramps_to_the_searched_allocation(tmp_path):
+    trainer, calls = fake_trainer(), []
+    fit = trainer.fit
+
+    def recording_fit(model, variables, data, cfg, *, masks=None, workdir=None, **kw):
+        calls.append((workdir.name, 1 - np.mean([np.mean(m) for m in jax.tree.leaves(masks)])))
+        return fit(model, variables, data, cfg, masks=masks, workdir=workdir, **kw)
+
+    trainer.fit = recording_fit
+    config = tiny_config("global_min")
+    config.finetune.rounds = 3
+    config.prune.baseline_curves = False
+    searched = prune(config, tmp_path / "one_shot", trainer=fake_trainer())
+    result = prune(config, tmp_path / "gradual", trainer=trainer)
+    assert [c[0] for c in calls] == ["round_1", "round_2", "round_3"]
+    assert calls[0][1] < calls[1][1] < calls[2][1]  # sparser every round
+    assert result["layer_sparsity"] == pytest.approx(searched["layer_sparsity"], abs=1e-3)
+    config.finetune.rounds = 0
+    with pytest.raises(PruneError, match="finetune.rounds"):
+        prune(config, tmp_path / "bad", trainer=trainer)
+
+
 def test_dense_checkpoint_of_another_model_is_refused(tmp_path):
     trainer = fake_trainer(dense_features=(32, 8))
     with pytest.raises(CheckpointError, match="does not match the model"):

@@ -17,7 +17,8 @@ def get_config():
     c = base_config(augment=False)
     c.model = "mobilenet_v2"
     c.dataset = "imagenet2012"
-    c.validation_size = 10_000
+    c.validation_size = 10_000  # held in memory; train and test are streamed
+    c.image_size = 224
     c.train.update(optimizer="sgd", learning_rate=0.2, momentum=0.9, nesterov=True,
                    weight_decay=4e-5, schedule="cosine", warmup_epochs=5, epochs=150,
                    batch_size=1024, label_smoothing=0.1, eval_batch_size=500,

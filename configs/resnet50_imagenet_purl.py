@@ -19,7 +19,8 @@ def get_config():
     c = base_config(augment=False)
     c.model = "resnet50"
     c.dataset = "imagenet2012"
-    c.validation_size = 10_000
+    c.validation_size = 10_000  # held in memory; train and test are streamed
+    c.image_size = 224
     c.train.update(optimizer="sgd", learning_rate=0.1024 * 4, momentum=0.875, nesterov=False,
                    weight_decay=3.0517578125e-05, schedule="cosine", warmup_epochs=5,
                    epochs=90, batch_size=1024, label_smoothing=0.1, eval_batch_size=500,

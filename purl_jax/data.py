@@ -12,21 +12,27 @@ training code turns them into jax arrays. Sources:
   own process: ``pip install 'purl-jax[prepare]'`` then
   ``purl-jax data prepare cifar10 --data_dir DIR``.
 
-The validation split is held out of ``train`` deterministically from a seed; the RL reward
-set is drawn from it (``reward_subset``), never from ``test``.
+A TFDS dataset whose train split cannot be held in memory (variable-size images, as
+ImageNet's, or more than ``max_bytes`` decoded) is streamed: its train and test splits are
+``StreamedDataset``s read in batches with the standard ImageNet preprocessing. The
+validation split is held out of ``train`` deterministically from a seed and always held in
+memory; the RL reward set is drawn from it (``reward_subset``), never from ``test``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import gzip
 import hashlib
 import importlib.util
+import itertools
 import math
 import os
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -75,7 +81,11 @@ NORMALIZATION = {
     "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
-DEFAULT_MAX_BYTES = 2**31  # larger (decoded, uint8) splits must be streamed with stream_tfds
+DEFAULT_MAX_BYTES = 2**31  # larger (decoded, uint8) train splits are streamed
+
+# The split used as the test set where it is not "test": ImageNet's test labels are not
+# public, so its ILSVRC validation set (tfds "validation") is the test set.
+TEST_SPLIT = {"imagenet2012": "validation"}
 
 
 class DataError(ValueError):
@@ -96,22 +106,110 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+
+@dataclass(frozen=True, eq=False)
+class StreamedDataset:
+    """A TFDS split too large for memory, read in batches (``batches``) as normalised float32.
+
+    ``indices`` are the examples of the split it covers (train minus the validation held
+    out of it). Training batches get a random-resized crop to ``image_size`` and a random
+    flip; evaluation batches the shorter side resized to ``resize_size`` and a centre crop.
+    """
+
+    name: str
+    source: Any  # the tfds data source of the split (random access, thread-safe)
+    indices: np.ndarray
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, 3)
+
+    @property
+    def resize_size(self) -> int:
+        return self.image_size * 8 // 7  # the standard ratio: 256 for 224
+
+    def batches(
+        self, batch_size: int, *, train: bool, seed: int = 0, epoch: int = 0, start: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of (images, labels) batches, from batch number ``start`` on.
+
+        ``train``: shuffled, augmented, incomplete last batch dropped; otherwise in order,
+        every example kept. Deterministic per (``seed``, ``epoch``): each example's crop
+        draws from its own generator, so skipping batches (resuming) costs nothing and
+        examples are decoded and cropped in parallel threads (PIL releases the GIL), two
+        batches ahead of the consumer.
+        """
+        n = len(self.indices)
+        if batch_size < 1 or (train and batch_size > n):
+            raise DataError(f"batch_size={batch_size} yields no batch from {n} examples")
+        order = np.random.default_rng([seed, epoch]).permutation(n) if train else np.arange(n)
+        stop = n - n % batch_size if train else n
+
+        def example(position: int) -> tuple[np.ndarray, int]:
+            e = self.source[int(self.indices[order[position]])]
+            if train:
+                rng = np.random.default_rng([seed, epoch, position])
+                image = _train_crop(e["image"], self.image_size, rng)
+            else:
+                image = _center_crop(e["image"], self.image_size, self.resize_size)
+            return image, int(e["label"])
+
+        firsts = iter(range(start * batch_size, stop, batch_size))
+        pool = ThreadPoolExecutor(min(16, os.cpu_count() or 1))
+
+        def submit(first: int) -> list:
+            return [pool.submit(example, p) for p in range(first, min(first + batch_size, stop))]
+
+        try:
+            ahead = collections.deque(submit(first) for _, first in zip(range(2), firsts))
+            while ahead:
+                futures = ahead.popleft()
+                ahead.extend(submit(first) for first in itertools.islice(firsts, 1))
+                done = [future.result() for future in futures]
+                images = _normalize(np.stack([image for image, _ in done]), self.mean, self.std)
+                yield images, np.array([label for _, label in done], np.int32)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def in_memory(self) -> Dataset:
+        """Every example, evaluation-preprocessed, as an in-memory ``Dataset``."""
+        images, labels = np.empty((len(self), *self.input_shape), np.float32), np.empty(len(self), np.int32)
+        start = 0
+        for x, y in self.batches(256, train=False):
+            images[start : start + len(y)], labels[start : start + len(y)] = x, y
+            start += len(y)
+        return Dataset(images, labels)
+
 
 @dataclass(frozen=True, eq=False)
 class Splits:
-    """Train / validation (held out of train) / test, plus what a model needs to know."""
+    """Train / validation (held out of train) / test, plus what a model needs to know.
+
+    ``validation`` is always in memory (the reward set comes from it); ``train`` and ``test``
+    are ``StreamedDataset``s for datasets too large for memory.
+    """
 
     name: str
-    train: Dataset
+    train: Dataset | StreamedDataset
     validation: Dataset
-    test: Dataset
+    test: Dataset | StreamedDataset
     num_classes: int
     mean: tuple[float, ...]  # per channel, of pixels / 255, used to normalise
     std: tuple[float, ...]
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])
+    def input_shape(self) -> tuple[int, ...]:
+        return self.train.input_shape
 
 
 # --------------------------------------------------------------------------- IDX files
@@ -212,9 +310,12 @@ def _tfds() -> Any:
     return tfds
 
 
-def _prepare_command(name: str, data_dir: PathLike | None) -> str:
+def _prepare_command(name: str, data_dir: PathLike | None, manual: str | None = None) -> str:
     target = "" if data_dir is None else f" --data_dir {data_dir}"
-    return f"pip install 'purl-jax[prepare]' && purl-jax data prepare {name}{target}"
+    command = f"pip install 'purl-jax[prepare]' && purl-jax data prepare {name}{target}"
+    if manual:  # files TFDS cannot download itself, e.g. ImageNet's tars
+        command += f" --manual_dir DIR ({' '.join(manual.split())})"
+    return command
 
 
 def _tfds_builder(name: str, data_dir: PathLike | None) -> Any:
@@ -237,7 +338,7 @@ def _tfds_split(builder: Any, split: str, data_dir: PathLike | None) -> Any:
         raise DataError(
             f"{builder.name!r} is not prepared in array_record format under {builder.data_dir}. "
             f"Prepare it once (needs TensorFlow, in its own process): "
-            f"{_prepare_command(builder.name, data_dir)}"
+            f"{_prepare_command(builder.name, data_dir, builder.MANUAL_DOWNLOAD_INSTRUCTIONS)}"
         ) from e
 
 
@@ -246,11 +347,11 @@ def _read_source(source: Any, *, what: str, max_bytes: int) -> tuple[np.ndarray,
     feature = source.dataset_info.features["image"]
     shape, n = tuple(feature.shape), len(source)
     if None in shape:
-        raise DataError(f"{what} has variable-size images {shape}: stream it with stream_tfds.")
+        raise DataError(f"{what} has variable-size images {shape}: stream it (load_dataset does).")
     if n * math.prod(shape) > max_bytes:
         raise DataError(
             f"{what} needs {n * math.prod(shape) / 2**30:.1f} GiB in memory, over max_bytes="
-            f"{max_bytes}: stream it with stream_tfds, or raise max_bytes."
+            f"{max_bytes}: stream it (load_dataset does), or raise max_bytes."
         )
     images, labels = np.empty((n, *shape), np.uint8), np.empty(n, np.int32)
     for start in range(0, n, 4096):
@@ -259,6 +360,11 @@ def _read_source(source: Any, *, what: str, max_bytes: int) -> tuple[np.ndarray,
         images[start:stop] = [e["image"] for e in examples]
         labels[start:stop] = [e["label"] for e in examples]
     return images, labels
+
+
+def _fits_in_memory(source: Any, max_bytes: int) -> bool:
+    shape = tuple(source.dataset_info.features["image"].shape)
+    return None not in shape and len(source) * math.prod(shape) <= max_bytes
 
 
 def load_tfds(
@@ -274,45 +380,27 @@ def load_tfds(
 
 
 def stream_tfds(
-    name: str,
-    *,
-    data_dir: PathLike | None,
-    split: str,
-    batch_size: int,
-    train: bool,
-    seed: int = 0,
-    epoch: int = 0,
-    image_size: int = 224,
-    resize_size: int = 256,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch of a large RGB TFDS split (ImageNet) as normalised float32 NHWC batches.
-
-    Statistics: ``NORMALIZATION[name]``, ImageNet's for unlisted names.
-    ``train``: shuffled, random-resized crop (scale 0.08-1, aspect 3/4-4/3) to ``image_size``
-    and random horizontal flip, incomplete last batch dropped. Otherwise in order: shorter
-    side resized to ``resize_size``, centre crop ``image_size``, every example kept.
-    Deterministic per (``seed``, ``epoch``).
-    """
+    name: str, *, data_dir: PathLike | None, split: str, image_size: int = 224
+) -> StreamedDataset:
+    """A whole prepared RGB TFDS split (ImageNet) as a ``StreamedDataset`` of ``image_size`` crops."""
     source = _tfds_split(_tfds_builder(name, data_dir), split, data_dir)
-    mean, std = (np.asarray(s, np.float32) for s in NORMALIZATION.get(name, NORMALIZATION["imagenet2012"]))
-    rng = np.random.default_rng([seed, epoch])
-    n = len(source)
-    order = rng.permutation(n) if train else np.arange(n)
-    stop = n - n % batch_size if train else n
-    for start in range(0, stop, batch_size):
-        examples = source.__getitems__([int(i) for i in order[start : start + batch_size]])
-        if train:
-            crops = [_random_resized_crop(e["image"], image_size, rng) for e in examples]
-            flips = rng.random(len(crops)) < 0.5
-            crops = [c[:, ::-1] if f else c for c, f in zip(crops, flips)]
-        else:
-            crops = [_center_crop(e["image"], image_size, resize_size) for e in examples]
-        images = (np.stack(crops).astype(np.float32) / 255.0 - mean) / std
-        yield images, np.array([e["label"] for e in examples], np.int32)
+    return _stream(name, source, np.arange(len(source)), image_size)
+
+
+def _stream(name: str, source: Any, indices: np.ndarray, image_size: int) -> StreamedDataset:
+    # A streamed train split is never read whole, so unlisted datasets get ImageNet's statistics.
+    mean, std = NORMALIZATION.get(name, NORMALIZATION["imagenet2012"])
+    return StreamedDataset(name, source, indices, image_size, mean, std)
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def _train_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Random-resized crop (scale 0.08-1, aspect 3/4-4/3) to ``size``, then a random flip."""
+    crop = _random_resized_crop(image, size, rng)
+    return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
 def _random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -370,6 +458,7 @@ def load_dataset(
     source: Literal["auto", "idx", "tfds"] = "auto",
     pad_to: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    image_size: int = 224,
 ) -> Splits:
     """Train / validation / test as normalised float32 NHWC numpy arrays and int32 labels.
 
@@ -379,6 +468,11 @@ def load_dataset(
     examples are held out of train by a permutation drawn from ``seed``. ``pad_to`` pads
     images with black to a square size (e.g. 28 -> 32 for CIFAR-shaped models) before
     normalising, so every split and the reward set get the same shape.
+
+    A TFDS train split that cannot be held in memory (variable-size images, or over
+    ``max_bytes`` decoded) is streamed instead: train and test become ``StreamedDataset``s
+    of ``image_size`` crops, and the validation examples are read once, centre-cropped,
+    into memory. The test split is ``TEST_SPLIT.get(name, "test")``.
     """
     if source == "auto":
         source = "idx" if name in KNOWN_SHA256 else "tfds"
@@ -386,21 +480,31 @@ def load_dataset(
         train_x, train_y, test_x, test_y, num_classes = _load_idx_source(name, data_dir)
     elif source == "tfds":
         builder = _tfds_builder(name, data_dir)
-        train_x, train_y = _read_source(
-            _tfds_split(builder, "train", data_dir), what=f"{name}[train]", max_bytes=max_bytes
-        )
-        test_x, test_y = _read_source(
-            _tfds_split(builder, "test", data_dir), what=f"{name}[test]", max_bytes=max_bytes
-        )
+        train_source = _tfds_split(builder, "train", data_dir)
+        test_split = TEST_SPLIT.get(name, "test")
+        test_source = _tfds_split(builder, test_split, data_dir)
         num_classes = builder.info.features["label"].num_classes
+        if not _fits_in_memory(train_source, max_bytes):
+            if pad_to is not None:
+                raise DataError(f"pad_to is for in-memory datasets; {name} is streamed (crops of image_size)")
+            val_idx, train_idx = _hold_out(name, len(train_source), validation_size, seed)
+            train = _stream(name, train_source, train_idx, image_size)
+            return Splits(
+                name=name,
+                train=train,
+                validation=_stream(name, train_source, val_idx, image_size).in_memory(),
+                test=_stream(name, test_source, np.arange(len(test_source)), image_size),
+                num_classes=int(num_classes),
+                mean=tuple(train.mean),
+                std=tuple(train.std),
+            )
+        train_x, train_y = _read_source(train_source, what=f"{name}[train]", max_bytes=max_bytes)
+        test_x, test_y = _read_source(test_source, what=f"{name}[{test_split}]", max_bytes=max_bytes)
     else:
         raise DataError(f"source must be 'auto', 'idx' or 'tfds', not {source!r}")
     if pad_to is not None:
         train_x, test_x = _pad(train_x, pad_to), _pad(test_x, pad_to)
-    if not 0 <= validation_size < len(train_y):
-        raise DataError(f"validation_size must be in [0, {len(train_y)}) for {name}, got {validation_size}")
-    permutation = np.random.default_rng(seed).permutation(len(train_y))
-    val_idx, train_idx = np.sort(permutation[:validation_size]), np.sort(permutation[validation_size:])
+    val_idx, train_idx = _hold_out(name, len(train_y), validation_size, seed)
     if name in NORMALIZATION:
         mean, std = NORMALIZATION[name]
     else:  # computed on the training part only, so validation and test stay unseen
@@ -420,6 +524,14 @@ def load_dataset(
         mean=tuple(mean),
         std=tuple(std),
     )
+
+
+def _hold_out(name: str, n: int, validation_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (validation, train) indices of a train split of ``n`` examples."""
+    if not 0 <= validation_size < n:
+        raise DataError(f"validation_size must be in [0, {n}) for {name}, got {validation_size}")
+    permutation = np.random.default_rng(seed).permutation(n)
+    return np.sort(permutation[:validation_size]), np.sort(permutation[validation_size:])
 
 
 def _load_idx_source(

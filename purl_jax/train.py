@@ -9,7 +9,8 @@ one device this is plain single-device training. In a multi-process run (a TPU V
 rows of the global batch that its own devices hold. With a ``workdir`` (local or
 ``gs://``) the run writes ``metrics.jsonl`` (process 0) and orbax checkpoints (all
 processes) in ``workdir/checkpoints/<desc>`` and resumes from them (mid-epoch too:
-batches are deterministic per (seed, epoch)).
+batches are deterministic per (seed, epoch)). Datasets too large for memory (ImageNet) are
+``StreamedDataset``s: training and evaluation read them batch by batch, the same way.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import importlib.util
 
 import functools
+import itertools
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ from tqdm.auto import tqdm
 
 from purl_jax import checkpoint as ckpt
 from purl_jax import files
-from purl_jax.data import Augment, Dataset, Splits, default_augment, iterate_batches, load_dataset
+from purl_jax.data import (Augment, Dataset, Splits, StreamedDataset, default_augment, iterate_batches,
+                           load_dataset)
 from purl_jax.graph import Graph, analyze
 from purl_jax.masks import Masks, apply_masks, check_masks
 from purl_jax.models import get_model
@@ -64,6 +67,7 @@ def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:
     c.data_dir = ml_collections.FieldReference(None, field_type=str)
     c.validation_size = 5000
     c.pad_to = ml_collections.FieldReference(None, field_type=int)
+    c.image_size = 224  # crop size of streamed datasets (those too large for memory: ImageNet)
     c.augment = augment
     c.seed = 0
     c.mask_policy = dict(exclude_first=True, exclude_last=True, exclude=())
@@ -207,6 +211,25 @@ def _replicate(tree: Any, replicated: NamedSharding) -> Any:
     return jax.device_put(tree, replicated)
 
 
+# -- batches ----------------------------------------------------------------------------
+
+def _batches(dataset: Dataset | StreamedDataset, batch_size: int, *, train: bool, seed: int = 0,
+             epoch: int = 0, start: int = 0,
+             augment: Augment | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of an in-memory or streamed dataset from batch ``start`` on: ``train``
+    shuffled and augmented, whole batches only; otherwise in order, every example."""
+    if isinstance(dataset, StreamedDataset):
+        if augment is not None:
+            raise ValueError(f"{dataset.name} is streamed with its own augmentation (random-resized "
+                             "crop and flip): set config.augment = False")
+        return dataset.batches(batch_size, train=train, seed=seed, epoch=epoch, start=start)
+    if train:  # the skipped batches are drawn too, to leave the augmentation's rng where it was
+        return itertools.islice(iterate_batches(dataset.images, dataset.labels, batch_size,
+                                                rng_seed=seed, epoch=epoch, augment=augment), start, None)
+    return iterate_batches(dataset.images, dataset.labels, batch_size, rng_seed=0, shuffle=False,
+                           drop_remainder=False)
+
+
 # -- evaluation -------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=16)
@@ -215,7 +238,7 @@ def _jitted_eval(model: nn.Module):
     return jax.jit(partial(_eval_step, model))
 
 
-def evaluate_dataset(model: nn.Module, variables: Mapping, dataset: Dataset, *,
+def evaluate_dataset(model: nn.Module, variables: Mapping, dataset: Dataset | StreamedDataset, *,
                      masks: Masks = None, batch_size: int = 1000) -> dict:
     """Accuracy and mean cross-entropy over all of ``dataset`` (masks applied to params)."""
     if len(dataset) == 0:
@@ -227,8 +250,7 @@ def evaluate_dataset(model: nn.Module, variables: Mapping, dataset: Dataset, *,
     masks = None if masks is None else _replicate(masks, replicated)
     step = _jitted_eval(model)
     totals = jnp.zeros(2)
-    for images, labels in iterate_batches(dataset.images, dataset.labels, batch_size, rng_seed=0,
-                                          shuffle=False, drop_remainder=False):
+    for images, labels in _batches(dataset, batch_size, train=False):
         n = len(labels)
         weights = np.zeros(batch_size, np.float32)
         weights[:n] = 1
@@ -305,13 +327,11 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
         while step < total_steps:
             epoch, skip = divmod(step, steps_per_epoch)
             start, sums = time.time(), jnp.zeros(2)
-            batches = iterate_batches(data.train.images, data.train.labels, cfg.batch_size,
-                                      rng_seed=seed, epoch=epoch, augment=augment)
+            batches = _batches(data.train, cfg.batch_size, train=True, seed=seed, epoch=epoch,
+                               start=skip, augment=augment)
             bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                        unit="step", mininterval=2.0, leave=False)
-            for i, batch in enumerate(batches):
-                if i < skip:
-                    continue
+            for i, batch in enumerate(batches, skip):
                 state, metrics = train_step(state, masks, *_put_batch(batch, sharded))
                 sums = sums + jnp.stack([metrics["loss"], metrics["accuracy"]])
                 step += 1
@@ -368,7 +388,7 @@ def setup(config: ml_collections.ConfigDict) -> tuple[nn.Module, dict, Splits, G
     """The model, its initial variables (from ``config.seed``), the data and the graph."""
     splits = load_dataset(config.dataset, data_dir=config.data_dir,
                           validation_size=config.validation_size, seed=config.seed,
-                          pad_to=config.pad_to)
+                          pad_to=config.pad_to, image_size=config.image_size)
     model = get_model(config.model, num_classes=splits.num_classes, **dict(config.model_kwargs))
     variables = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, *splits.input_shape)))
     graph = analyze(model, variables, splits.input_shape)

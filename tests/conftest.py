@@ -50,3 +50,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs the shared data folder {SHARED_DATA} (present in CI, not in a user's clone)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+    """``tfds.testing.mock_data``: 40 random examples per split, no files."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.testing import mocking
+
+    def getitems(*args, generator, serialized=False):
+        # tfds 4.9.10's mock installs this as an unbound attribute, so `self` never arrives.
+        return [generator[key] for key in args[-1]]
+
+    monkeypatch.setattr(mocking, "_getitems", getitems)
+    with tfds.testing.mock_data(num_examples=40):
+        yield

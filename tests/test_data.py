@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from tensorflow_datasets.testing import mocking
 
 from purl_jax import data as D
 from purl_jax.data import DataError
@@ -252,24 +251,12 @@ def test_unprepared_tfds_dataset_gives_the_prepare_command(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was downloaded or created
 
 
-@pytest.fixture
-def mock_tfds(monkeypatch):
-    """``tfds.testing.mock_data``: random examples, no files."""
-
-    def getitems(*args, generator, serialized=False):
-        # tfds 4.9.10's mock installs this as an unbound attribute, so `self` never arrives.
-        return [generator[key] for key in args[-1]]
-
-    monkeypatch.setattr(mocking, "_getitems", getitems)
-    with tfds.testing.mock_data(num_examples=12):
-        yield
-
-
 def test_mock_mnist_and_cifar10_through_tfds(mock_tfds, tmp_path):
     images, labels = D.load_tfds("mnist", data_dir=tmp_path, split="train")
-    assert images.shape == (12, 28, 28, 1) and labels.dtype == np.int32 and labels.max() < 10
+    assert images.shape == (40, 28, 28, 1) and labels.dtype == np.int32 and labels.max() < 10
     splits = D.load_dataset("cifar10", data_dir=tmp_path, validation_size=2)
-    assert (len(splits.train), len(splits.validation), len(splits.test)) == (10, 2, 12)
+    assert isinstance(splits.train, D.Dataset) and isinstance(splits.test, D.Dataset)  # fits in memory
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (38, 2, 40)
     assert splits.input_shape == (32, 32, 3) and splits.num_classes == 10
     assert (splits.mean, splits.std) == D.NORMALIZATION["cifar10"]
     pixels = splits.train.images * np.array(splits.std, np.float32) + np.array(splits.mean, np.float32)
@@ -277,23 +264,96 @@ def test_mock_mnist_and_cifar10_through_tfds(mock_tfds, tmp_path):
 
 
 def test_mock_imagenet_streams_preprocessed_batches(mock_tfds, tmp_path):
-    with pytest.raises(DataError, match="variable-size images.*stream_tfds"):
+    with pytest.raises(DataError, match="variable-size images.*stream it"):
         D.load_tfds("imagenet2012", data_dir=tmp_path, split="train")
+    dataset = D.stream_tfds("imagenet2012", data_dir=tmp_path, split="train")
+    assert len(dataset) == 40 and dataset.input_shape == (224, 224, 3)
 
     def stream(**kwargs):
-        return list(D.stream_tfds("imagenet2012", data_dir=tmp_path, split="train", batch_size=5, **kwargs))
+        return list(dataset.batches(16, **kwargs))
 
     train = stream(train=True, seed=0)
-    assert len(train) == 2  # 12 examples: the incomplete batch is dropped
-    assert train[0][0].shape == (5, 224, 224, 3) and train[0][0].dtype == np.float32
+    assert len(train) == 2  # 40 examples: the incomplete batch is dropped
+    assert train[0][0].shape == (16, 224, 224, 3) and train[0][0].dtype == np.float32
     assert train[0][1].dtype == np.int32 and train[0][1].max() < 1000
     assert np.array_equal(stream(train=True, seed=0)[1][0], train[1][0])
     assert not np.array_equal(stream(train=True, seed=1)[0][0], train[0][0])
     evaluation = stream(train=False)
-    assert [len(labels) for _, labels in evaluation] == [5, 5, 2]
+    assert [len(labels) for _, labels in evaluation] == [16, 16, 8]
     source = tfds.data_source("imagenet2012", data_dir=tmp_path, split="train", download=False)
     streamed = np.concatenate([labels for _, labels in evaluation])
-    assert streamed.tolist() == [source[i]["label"] for i in range(12)]
+    assert streamed.tolist() == [source[i]["label"] for i in range(40)]
+
+
+class TinyPhotos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """40 train / 12 test RGB images of varying sizes, so they are streamed; every pixel of
+    an image holds 5 x its index (any crop of it too), label = index % 5."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8, encoding="zlib"),
+            "label": tfds.features.ClassLabel(num_classes=5),
+        }
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(40), "test": self._generate_examples(12)}
+
+    def _generate_examples(self, n):
+        for i in range(n):
+            yield i, {"image": np.full((10 + i % 7, 12 + i % 4, 3), 5 * i, np.uint8), "label": i % 5}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> D.Splits:
+    data_dir = tmp_path_factory.mktemp("tfds_photos")
+    TinyPhotos(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    return D.load_dataset("tiny_photos", data_dir=data_dir, validation_size=10, seed=3, image_size=8)
+
+
+def _photo_index(splits: D.Splits, images: np.ndarray) -> np.ndarray:
+    """The index each (constant) image was made from, read back through the normalisation."""
+    pixels = (images * np.array(splits.std, np.float32) + np.array(splits.mean, np.float32)) * 255
+    index = np.rint(pixels / 5).astype(int)
+    assert (index == index[:, :1, :1, :1]).all()  # crops of a constant image stay constant
+    return index[:, 0, 0, 0]
+
+
+def test_large_tfds_dataset_streams_train_and_test_and_holds_validation_in_memory(photos):
+    assert isinstance(photos.train, D.StreamedDataset) and isinstance(photos.test, D.StreamedDataset)
+    assert isinstance(photos.validation, D.Dataset) and photos.validation.images.shape == (10, 8, 8, 3)
+    assert (len(photos.train), len(photos.validation), len(photos.test)) == (30, 10, 12)
+    assert photos.input_shape == (8, 8, 3) and photos.num_classes == 5
+    assert (photos.mean, photos.std) == D.NORMALIZATION["imagenet2012"]  # unlisted: ImageNet's
+    validation = _photo_index(photos, photos.validation.images)
+    assert np.array_equal(photos.validation.labels, validation % 5)
+
+    epoch = list(photos.train.batches(6, train=True, seed=0))
+    assert [x.shape for x, _ in epoch] == [(6, 8, 8, 3)] * 5 and epoch[0][1].dtype == np.int32
+    train = np.concatenate([_photo_index(photos, x) for x, _ in epoch])
+    assert np.array_equal(np.concatenate([y for _, y in epoch]), train % 5)
+    assert sorted([*train, *validation]) == list(range(40))  # validation never streamed in train
+
+    def same(a, b):
+        return len(a) == len(b) and all(np.array_equal(x, y) for (x, _), (y, _) in zip(a, b))
+
+    assert same(list(photos.train.batches(6, train=True, seed=0)), epoch)
+    assert same(list(photos.train.batches(6, train=True, seed=0, start=2)), epoch[2:])  # resume
+    assert not same(list(photos.train.batches(6, train=True, seed=0, epoch=1)), epoch)
+    test = list(photos.test.batches(5, train=False))
+    assert [len(y) for _, y in test] == [5, 5, 2]
+    test_index = np.concatenate([_photo_index(photos, x) for x, _ in test])
+    assert sorted(test_index) == list(range(12))
+    assert np.array_equal(np.concatenate([y for _, y in test]), test_index % 5)
+
+
+def test_unprepared_imagenet_names_the_files_to_download(tmp_path):
+    message = r"'imagenet2012' is not prepared.*--manual_dir DIR.*ILSVRC2012_img_train.tar"
+    with pytest.raises(DataError, match=message):
+        D.load_dataset("imagenet2012", data_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 def test_center_crop_keeps_the_middle():

@@ -414,3 +414,32 @@ def test_prune_exports_masked_params_and_the_compact_model(tmp_path):
     restored, _, _ = load_export(tmp_path / "export" / "compact", like)
     assert sum(x.size for x in jax.tree.leaves(restored["params"])) == exported["compact_params"]
     assert exported["compact_params"] < 0.6 * result["params"]
+
+
+def test_prune_streams_mock_imagenet_with_the_paper_config(mock_tfds, tmp_path):
+    """``purl-jax prune`` on a streamed imagenet2012 (tfds mock: 40 random variable-size
+    images per split) with the ResNet-50 recipe's data and training settings, a tiny MLP at
+    32x32, one epoch and the global-magnitude search (PuRL's is data-independent and
+    tested above); twice, for determinism."""
+    from purl_jax import train
+
+    config = load_config("resnet50_imagenet_purl").get_config()
+    config.update(model="lenet_300_100", model_kwargs=dict(features=(16, 8)), image_size=32,
+                  validation_size=16, data_dir=str(tmp_path / "tfds"))
+    for cfg in (config.train, config.finetune):
+        cfg.update(epochs=1, warmup_epochs=0, batch_size=8, eval_batch_size=16)
+    config.prune.update(algorithm="global", reward_set_size=16, baseline_curves=False)
+    model, _, splits, _ = train.setup(config)
+    assert splits.input_shape == (32, 32, 3) and splits.num_classes == 1000
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (24, 16, 40)
+    runs = [prune(config, tmp_path / name) for name in ("a", "b")]
+    result = runs[0]
+    assert 0.0 <= result["dense_test_accuracy"] <= 1.0 and 0.0 < result["sparsity"] < 1.0
+    assert [h["epoch"] for h in result["finetune_history"]] == [1]  # 3 steps of 8, then validation
+    assert "val_accuracy" in result["finetune_history"][0]
+    dense = json.loads((tmp_path / "a" / "dense" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert dense["desc"] == "test" and dense["dataset"] == "imagenet2012"
+    for a, b in zip(jax.tree.leaves(runs[0]["variables"]), jax.tree.leaves(runs[1]["variables"]),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0]["pruned_test_accuracy"] == runs[1]["pruned_test_accuracy"]

@@ -16,7 +16,6 @@ Seeds vary ``config.seed`` (search, fine-tuning order, reward set); the test set
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -25,20 +24,19 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from purl_jax import train
 from purl_jax.search import PruneContext, prune, run_purl
 from purl_jax.data import reward_subset
 from purl_jax.masks import MaskPolicy, init_masks
 
 
-def load_config(path: str, dense: str, seed: int, epochs: int | None) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location("config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
-    c.seed, c.dense_checkpoint = seed, str(Path(dense).resolve())
+def load_config(args: argparse.Namespace, seed: int) -> ml_collections.ConfigDict:
+    c = train.load_config(args.config)
+    c.seed, c.dense_checkpoint = seed, str(Path(args.dense).resolve())
     c.prune.progress, c.prune.baseline_curves = False, False
-    if epochs is not None:
-        c.finetune.epochs = epochs
+    if args.finetune_epochs is not None:
+        c.finetune.epochs = args.finetune_epochs
+    c.finetune.rounds = args.finetune_rounds
     return c
 
 
@@ -57,7 +55,7 @@ def compare(args: argparse.Namespace) -> None:
     for sparsity in args.sparsities:
         for seed in args.seeds:
             for algorithm in args.algorithms:
-                c = load_config(args.config, args.dense, seed, args.finetune_epochs)
+                c = load_config(args, seed)
                 c.prune.algorithm, c.prune.target_sparsity = algorithm, sparsity
                 r = prune(c, Path(args.workdir) / f"{algorithm}_s{sparsity}_seed{seed}")
                 rows.append(dict(
@@ -79,7 +77,6 @@ def compare(args: argparse.Namespace) -> None:
 
 def search_only(config: ml_collections.ConfigDict, workdir: Path) -> list[dict]:
     """The PuRL search of ``prune`` without fine-tuning (same context construction)."""
-    from purl_jax import train
     from purl_jax.evaluator import Evaluator
 
     model, variables_init, splits, graph = train.setup(config)
@@ -98,7 +95,7 @@ def reward_modes(args: argparse.Namespace) -> None:
     rows = []
     for seed in args.seeds:
         for mode in ("dense", "terminal"):
-            c = load_config(args.config, args.dense, seed, None)
+            c = load_config(args, seed)
             c.prune.reward_mode = mode
             c.prune.target_sparsity = args.sparsities[0]
             t0 = time.time()
@@ -133,7 +130,8 @@ def main() -> None:
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95, 0.98])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--algorithms", nargs="+", default=["purl", "global"])
-    parser.add_argument("--finetune-epochs", type=int, default=None)
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="per round")
+    parser.add_argument("--finetune-rounds", type=int, default=1, help="gradual pruning rounds")
     args = parser.parse_args()
     args.argv = sys.argv[2:]
     (compare if args.figure == "compare" else reward_modes)(args)

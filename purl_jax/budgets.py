@@ -8,6 +8,7 @@ so a NaN or a non-scalar fails loudly with the cost's name.
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from typing import Any, Callable
@@ -128,7 +129,10 @@ _COSTS = {"params", "flops", "latency"}
 
 def get_cost(name: str | Callable, *, model=None, variables=None, graph: Graph | None = None,
              input_shape=None, **kwargs) -> CostFn:
-    """A cost by name ("params", "flops", "latency") or a user callable, always checked."""
+    """A cost by name ("params", "flops", "latency"), a user callable, or, for configs (a
+    ConfigDict holds no callable), ``"package.module:factory"``: an importable function
+    called with ``model, variables, graph, input_shape`` that returns the cost callable.
+    Always checked."""
     if callable(name):
         return checked(name, getattr(name, "__name__", "cost"))
     if name == "params":
@@ -137,6 +141,17 @@ def get_cost(name: str | Callable, *, model=None, variables=None, graph: Graph |
         return checked(flops_cost(graph, **kwargs), name)
     if name == "latency":
         return checked(latency_cost(model, variables, input_shape, **kwargs), name)
-    raise BudgetError(f"unknown cost {name!r}; use one of {sorted(_COSTS)} or a callable")
-
-
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise BudgetError(f"cannot import the cost factory {name!r}: {e}") from None
+        if not callable(factory):
+            raise BudgetError(f"{name} must be a function returning cost(masks), got {factory!r}")
+        cost = factory(model=model, variables=variables, graph=graph, input_shape=input_shape)
+        if not callable(cost):
+            raise BudgetError(f"{name} must return a callable cost(masks), got {cost!r}")
+        return checked(cost, name)
+    raise BudgetError(f"unknown cost {name!r}; use one of {sorted(_COSTS)}, a callable or "
+                      "'package.module:factory'")

@@ -539,7 +539,8 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
 
     return ml_collections.ConfigDict(dict(
         algorithm="constrained",
-        cost=cost,  # "params", "flops", "latency" (masked model), "layer_latency" (compact layers)
+        cost=cost,  # "params", "flops", "latency" (masked model), "layer_latency" (compact layers),
+        # or "package.module:factory" (budgets.get_cost)
         budget=budget,  # relative to dense: 0.1 = at most 10% of the dense cost
         budgets=(),  # a sweep: several budgets in one run -> <workdir>/front.json, front.png
         target_sparsity=min(max(1.0 - budget, 0.01), 0.99),  # nominal, for the shared result table

@@ -61,3 +61,21 @@ def test_user_cost_is_checked_and_nan_names_it():
 def test_unknown_cost_name():
     with pytest.raises(B.BudgetError, match="unknown cost 'energy'"):
         B.get_cost("energy")
+
+
+def test_config_names_a_cost_factory_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "my_costs.py").write_text(
+        "def make_share(model, variables, graph, input_shape):\n"
+        "    n = len(graph.layers)\n"
+        "    return lambda masks: n / 10\n"
+        "not_a_factory = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _, v, graph, _ = built("lenet5")
+    masks = M.init_masks(v["params"], graph)
+    assert B.get_cost("my_costs:make_share", variables=v, graph=graph)(masks) == len(graph.layers) / 10
+    with pytest.raises(B.BudgetError, match="cannot import"):
+        B.get_cost("my_costs:missing")
+    with pytest.raises(B.BudgetError, match="cannot import"):
+        B.get_cost("no_such_module_xyz:f")
+    with pytest.raises(B.BudgetError, match="not_a_factory"):
+        B.get_cost("my_costs:not_a_factory")

@@ -131,7 +131,7 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
             mem = {v: peak_mib(fn) for v, fn in variants.items()}
             inputs = mib(variables, x, y, masks, lm)
             step_rows.append(row(layer.name, k, useful, k * full, times, mem, inputs))
-            step_rows[-1]["strategy"] = ev.strategy_choices[(layer.name, k)]
+            step_rows[-1]["strategy"] = "{}, {} img".format(*ev.strategy_choices.get((layer.name, k), ("-", 0)))
             print(json.dumps(step_rows[-1]), flush=True)
         out["layers"] += step_rows
         if step_rows:
@@ -149,6 +149,7 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
         mem = {v: peak_mib(fn) for v, fn in variants.items()}
         inputs = mib(variables, x, y, stacked)
         out["stacked"].append(row("all layers", k, k * full, k * full, times, mem, inputs))
+        out["stacked"][-1]["strategy"] = "{}, {} img".format(*ev.strategy_choices.get(("all layers", k), ("-", 0)))
         print(json.dumps(out["stacked"][-1]), flush=True)
     return out
 
@@ -183,8 +184,8 @@ def markdown(results: dict, command: str) -> str:
         "% ideal = evaluator speedup / ideal; GFLOP/s counts useful FLOPs; peak = XLA's compiled "
         "working = growth of the peak resident memory during one call, inputs already resident (see the "
         "script's docstring); inputs = params, data and the K candidate masks, held by every variant; "
-        "total eval / loop = (inputs + working) of the evaluator over the loop's; one-layer rows name the "
-        "strategy `auto` chose.", "",
+        "total eval / loop = (inputs + working) of the evaluator over the loop's; one-layer and all-layer rows "
+        "name the plan `auto` measured fastest (strategy, images per micro-batch).", "",
     ]
     for model, res in results["models"].items():
         lines += [f"### {model} ({res['images']} images, {res['full_pass_gflop']:.2f} GFLOP per full pass)", "",

@@ -12,13 +12,17 @@ Three entry points, one per shape of the question a search asks:
   masked copies of a big kernel would not fit the memory bound, the candidates run in
   groups. ``"map"`` runs the candidates one after another inside the jit; XLA hoists the
   candidate-independent prefix out of that loop, so it shares the prefix too, with one
-  masked kernel live at a time. ``"auto"`` times ``"fold"`` against ``"map"`` on the first
-  call for each layer and K and keeps the faster (``Evaluator.strategy_choices``): folding
-  loses where there is no prefix to share and the wide op's output is large (the first
-  conv on CPU).
+  masked kernel live at a time.
 * ``evaluate_stacked(stacked_masks)``: K candidates that may differ everywhere. Strategy
   ``"map"`` runs them one after another inside the jit (as fast as a Python loop on CPU);
   ``"vmap"`` batches them (the right choice where grouped convs are cheap: GPU, TPU).
+
+``"auto"`` (the default) times the strategies that can win on the backend, each at its
+micro-batch and at all images at once, on the first call for each layer (or all-layer
+candidates) and K, and keeps the fastest (``Evaluator.strategy_choices``): folding loses
+where there is no prefix to share and the wide op's output is large (the first conv on
+CPU), and micro-batching loses on small models whose whole batch fits in cache. A search
+asks the same question every episode, so the measurement is paid once.
 
 Every strategy micro-batches the data (``batch_size`` images at a time) inside the jit,
 which bounds memory and, on CPU, keeps activations in cache. With several devices the
@@ -181,11 +185,6 @@ def _sharded(fn, mesh: Mesh | None):
 
 # -- choices ------------------------------------------------------------------------------
 
-def choose_stacked_strategy(backend: str) -> str:
-    """CPU runs the grouped convs of a vmap badly (4-13x slower): map there, vmap elsewhere."""
-    return "map" if backend == "cpu" else "vmap"
-
-
 def choose_chunk(num_images: int, rows_per_image: int, backend: str, wide_weights: int = 0) -> int:
     """Images per micro-batch: about ``CPU_ROWS`` rows on CPU, all images on accelerators.
 
@@ -234,8 +233,9 @@ class Evaluator:
         self._variable_bytes = sum(x.nbytes for x in jax.tree.leaves(variables))
         self._jits: dict[tuple, Any] = {}
         self._lower_only = False
-        # (layer name, K) -> the strategy "auto" measured fastest for it.
-        self.strategy_choices: dict[tuple[str, int], str] = {}
+        # (layer name or "all layers", K) -> (strategy, images per micro-batch) that "auto"
+        # measured fastest.
+        self.strategy_choices: dict[tuple[str, int], tuple[str, int]] = {}
 
     # -- public ---------------------------------------------------------------------------
 
@@ -265,42 +265,49 @@ class Evaluator:
         if layer_masks.dtype != jnp.bool_:
             raise MaskError(f"layer_masks must be bool, got {layer_masks.dtype}")
         k = _check_k(layer_masks.shape[0])
-        strategy = self._strategy(strategy, LAYER_STRATEGIES, lambda backend: "auto")
+        strategy = self._strategy(strategy, LAYER_STRATEGIES)
         masks = set_path(masks, layer.path, None)  # the candidates replace it
-        run = lambda s: self._run(("layer", s, layer.path), k, masks, layer_masks, wide=layer.params)
-        if strategy != "auto":
-            return run(strategy)
-        choice = self.strategy_choices.get((layer_name, k))
-        if choice is None:
-            scores, choice = _fastest({s: functools.partial(run, s) for s in ("fold", "map")})
-            self.strategy_choices[(layer_name, k)] = choice
-            return scores
-        return run(choice)
+        key = lambda s: ("layer", s, layer.path)
+        plans = (("fold", "map") if strategy == "auto" else (strategy,))
+        return self._auto(layer_name, k, [key(s) for s in plans], (masks, layer_masks), layer.params)
 
     def evaluate_stacked(self, stacked_masks: Masks, *, strategy: str | None = None) -> Scores:
         """Scores of K candidates; every mask leaf carries a leading K axis."""
         k = self._check_stacked(stacked_masks)
-        strategy = self._strategy(strategy, STACKED_STRATEGIES, choose_stacked_strategy)
-        return self._run(("stacked", strategy), k, stacked_masks)
+        strategy = self._strategy(strategy, STACKED_STRATEGIES)
+        # CPU runs the grouped convs of a vmap badly (4-13x slower, and K x the memory):
+        # "auto" never tries it there.
+        plans = ((("map",) if self.backend == "cpu" else ("vmap", "map")) if strategy == "auto"
+                 else (strategy,))
+        return self._auto("all layers", k, [("stacked", s) for s in plans], (stacked_masks,), 0)
 
     # -- internals ------------------------------------------------------------------------
 
-    def _strategy(self, strategy, allowed, choose) -> str:
+    def _strategy(self, strategy, allowed) -> str:
         if strategy is None:  # the default may suit only the other entry point
             strategy = self.default_strategy if self.default_strategy in allowed else "auto"
-        strategy = _check_strategy(strategy, allowed)
-        return choose(self.backend) if strategy == "auto" else strategy
+        return _check_strategy(strategy, allowed)
 
-    def _run(self, key, k, *candidate_args, wide: int = 0) -> Scores:
-        fn, args = self._prepare(key, k, candidate_args, wide)
-        if self._lower_only:
-            raise _Lowered(fn.lower(*args).compile())
-        correct, loss = fn(*args)
-        return Scores(correct[:k] / self.num_images, loss[:k] / self.num_images)
+    def _auto(self, name: str, k: int, keys: list[tuple], candidate_args: tuple, wide: int) -> Scores:
+        """Runs the one plan there is, or the fastest of several: each key at its own
+        micro-batch and, unless ``batch_size`` was given, at all images in one batch (a
+        loop's single call). The choice is measured once per ``name`` and K and kept."""
+        plans = {}
+        for key in keys:
+            group, k_pad, chunk = self._layout(key, k, wide)
+            for c in dict.fromkeys([chunk] if self.batch_size else [chunk, self.num_images]):
+                plans[(key[1], c)] = functools.partial(self._run, key, k, k_pad, group, c, candidate_args)
+        if len(plans) == 1:
+            return next(iter(plans.values()))()
+        choice = self.strategy_choices.get((name, k))
+        if choice in plans:
+            return plans[choice]()
+        scores, self.strategy_choices[(name, k)] = _fastest(plans)
+        return scores
 
-    def _prepare(self, key, k, candidate_args, wide):
-        """The jitted program and its arguments: candidates padded to fill every device and
-        group, the data padded to whole micro-batches."""
+    def _layout(self, key, k, wide) -> tuple[int, int, int]:
+        """Candidates per fold group, K padded to fill every device and group, and the
+        default micro-batch."""
         devices = self.mesh.size if self.mesh else 1
         local = -(-k // devices)
         batched = key[1] in ("fold", "vmap")  # candidates share each micro-batch's rows
@@ -311,10 +318,16 @@ class Evaluator:
         rows = group if batched else 1
         chunk = self.batch_size or choose_chunk(self.num_images, rows, self.backend,
                                                 group * wide if batched else 0)
-        chunk = min(chunk, self.num_images)
+        return group, k_pad, min(chunk, self.num_images)
+
+    def _run(self, key, k, k_pad, group, chunk, candidate_args) -> Scores:
         candidates = list(candidate_args)
         candidates[-1] = jax.tree.map(lambda a: _pad_candidates(jnp.asarray(a), k_pad), candidates[-1])
-        return self._jit(key, chunk, group), (self._variables, *self._padded_data(chunk), *candidates)
+        fn, args = self._jit(key, chunk, group), (self._variables, *self._padded_data(chunk), *candidates)
+        if self._lower_only:
+            raise _Lowered(fn.lower(*args).compile())
+        correct, loss = fn(*args)
+        return Scores(correct[:k] / self.num_images, loss[:k] / self.num_images)
 
     def _max_group(self, k: int, wide: int) -> int:
         """Most candidates whose masked f32 kernels (``wide`` weights each) fit in the memory

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import built
-from purl_jax.evaluator import Evaluator, Scores
+from purl_jax.evaluator import CPU_ROWS, Evaluator, Scores
 from purl_jax.masks import (MaskError, MaskPolicy, channel_masks_to_masks, get_path, init_channel_masks,
                             init_masks, set_path)
 
@@ -159,10 +159,23 @@ def test_auto_measures_once_per_layer_and_k_and_keeps_the_choice():
     masks = random_masks(init_masks(variables["params"], graph, ALL), 0)
     check_layers(ev, model, variables, masks, graph.layers[:2], images, labels, k=3, strategy="auto")
     assert set(ev.strategy_choices) == {("conv1", 3), ("conv2", 3)}
-    assert set(ev.strategy_choices.values()) <= {"fold", "map"}
+    assert {strategy for strategy, _ in ev.strategy_choices.values()} <= {"fold", "map"}
     compiled = len(ev._jits)
     check_layers(ev, model, variables, masks, graph.layers[:2], images, labels, k=3, strategy="auto")
     assert len(ev._jits) == compiled  # the cached choice runs; nothing is measured again
+
+
+def test_auto_times_micro_batches_against_one_batch_for_all_layer_candidates():
+    model, variables, graph, shape = built("lenet5")
+    images, labels = data(shape, n=CPU_ROWS + 10)
+    ev = Evaluator(model, variables, images, labels, graph=graph)
+    stacked = random_masks(init_masks(variables["params"], graph, ALL), 1, k=2)
+    expected = [reference(model, variables, unstack(stacked, i), images, labels) for i in range(2)]
+    assert_matches(ev.evaluate_stacked(stacked), expected)
+    assert ev.strategy_choices[("all layers", 2)] in {("map", CPU_ROWS), ("map", CPU_ROWS + 10)}
+    fixed = Evaluator(model, variables, images, labels, graph=graph, batch_size=64)
+    assert_matches(fixed.evaluate_stacked(stacked), expected)
+    assert not fixed.strategy_choices  # a given batch_size leaves one plan: nothing to measure
 
 
 def test_big_kernels_run_in_groups_with_the_same_scores(monkeypatch):
@@ -173,8 +186,8 @@ def test_big_kernels_run_in_groups_with_the_same_scores(monkeypatch):
     monkeypatch.setattr(ev, "_variable_bytes", 0)  # a kernel's K masks bound the group to K / 4
     layer = graph.layer("fc1")
     lm = jax.random.bernoulli(jax.random.key(3), 0.7, (9, *layer.kernel_shape))
-    _, args = ev._prepare(("layer", "fold", layer.path), 9, (masks, lm), layer.params)
-    assert args[-1].shape[0] == 10  # at most 9 // 4 = 2 per group: 5 groups of 2, one padding
+    group, k_pad, _ = ev._layout(("layer", "fold", layer.path), 9, layer.params)
+    assert (group, k_pad) == (2, 10)  # at most 9 // 4 = 2 per group: 5 groups of 2, one padding
     expected = [reference(model, variables, set_path(masks, layer.path, lm[i]), images, labels) for i in range(9)]
     assert_matches(ev.evaluate_layer(masks, "fc1", lm, strategy="fold"), expected)
 

@@ -181,7 +181,7 @@ def markdown(results: dict, command: str) -> str:
         "The machine was shared with other engineers' jobs while this ran: timings are noisy, "
         "variants were timed interleaved in one run (medians).", "",
         "speedup = loop time / variant time; ideal = K full passes / useful FLOPs; "
-        "% ideal = evaluator speedup / ideal; GFLOP/s counts useful FLOPs; peak = XLA's compiled "
+        "% ideal = evaluator speedup / ideal; GFLOP/s counts useful FLOPs; "
         "working = growth of the peak resident memory during one call, inputs already resident (see the "
         "script's docstring); inputs = params, data and the K candidate masks, held by every variant; "
         "total eval / loop = (inputs + working) of the evaluator over the loop's; one-layer and all-layer rows "

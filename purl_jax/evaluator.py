@@ -18,7 +18,7 @@ Three entry points, one per shape of the question a search asks:
   ``"vmap"`` batches them (the right choice where grouped convs are cheap: GPU, TPU).
 
 ``"auto"`` (the default) times the strategies that can win on the backend, each at its
-micro-batch and at all images at once, on the first call for each layer (or all-layer
+micro-batch (``"map"`` also at all images at once), on the first call for each layer (or all-layer
 candidates) and K, and keeps the fastest (``Evaluator.strategy_choices``): folding loses
 where there is no prefix to share and the wide op's output is large (the first conv on
 CPU), and micro-batching loses on small models whose whole batch fits in cache. A search
@@ -290,12 +290,15 @@ class Evaluator:
 
     def _auto(self, name: str, k: int, keys: list[tuple], candidate_args: tuple, wide: int) -> Scores:
         """Runs the one plan there is, or the fastest of several: each key at its own
-        micro-batch and, unless ``batch_size`` was given, at all images in one batch (a
-        loop's single call). The choice is measured once per ``name`` and K and kept."""
+        micro-batch and, for ``"map"`` unless ``batch_size`` was given, at all images in one
+        batch (a loop's single call). The choice is measured once per ``name`` and K and kept."""
         plans = {}
         for key in keys:
             group, k_pad, chunk = self._layout(key, k, wide)
-            for c in dict.fromkeys([chunk] if self.batch_size else [chunk, self.num_images]):
+            # One batch only where it holds one candidate's rows: a fold's micro-batch is
+            # what bounds its memory (K x the images' activations otherwise).
+            whole = [] if self.batch_size or key[1] in ("fold", "vmap") else [self.num_images]
+            for c in dict.fromkeys([chunk, *whole]):
                 plans[(key[1], c)] = functools.partial(self._run, key, k, k_pad, group, c, candidate_args)
         if len(plans) == 1:
             return next(iter(plans.values()))()

@@ -131,7 +131,7 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
             mem = {v: peak_mib(fn) for v, fn in variants.items()}
             inputs = mib(variables, x, y, masks, lm)
             step_rows.append(row(layer.name, k, useful, k * full, times, mem, inputs))
-            step_rows[-1]["strategy"] = "{}, {} img".format(*ev.strategy_choices.get((layer.name, k), ("-", 0)))
+            step_rows[-1]["strategy"] = plan(ev, layer.name, k)
             print(json.dumps(step_rows[-1]), flush=True)
         out["layers"] += step_rows
         if step_rows:
@@ -149,9 +149,15 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
         mem = {v: peak_mib(fn) for v, fn in variants.items()}
         inputs = mib(variables, x, y, stacked)
         out["stacked"].append(row("all layers", k, k * full, k * full, times, mem, inputs))
-        out["stacked"][-1]["strategy"] = "{}, {} img".format(*ev.strategy_choices.get(("all layers", k), ("-", 0)))
+        out["stacked"][-1]["strategy"] = plan(ev, "all layers", k)
         print(json.dumps(out["stacked"][-1]), flush=True)
     return out
+
+
+def plan(ev: Evaluator, name: str, k: int) -> str:
+    """The plan ``auto`` measured fastest, or "one plan" where there was nothing to measure."""
+    choice = ev.strategy_choices.get((name, k))
+    return "{}, {} img".format(*choice) if choice else "one plan"
 
 
 def mib(*trees) -> float:

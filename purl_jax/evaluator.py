@@ -398,9 +398,9 @@ class _Lowered(Exception):
         self.compiled = compiled
 
 
-def _fastest(runs: dict[str, Any]) -> tuple[Scores, str]:
-    """Runs each of ``runs`` once (compiling), then ``MEASURE_RUNS`` times; the fastest by
-    its best time, with its scores."""
+def _fastest(runs: dict[tuple[str, int], Any]) -> tuple[Scores, tuple[str, int]]:
+    """Runs each plan of ``runs`` ((strategy, micro-batch) -> call) once (compiling), then
+    ``MEASURE_RUNS`` times; the fastest by its best time, with its scores."""
     scores = {name: run() for name, run in runs.items()}
     best = {name: float("inf") for name in runs}
     for _ in range(MEASURE_RUNS):

@@ -2,12 +2,13 @@
 
     purl-jax train --config configs/lenet5_mnist_constrained.py --workdir runs/lenet5_dense
     python benchmarks/constrained_channels.py --dense runs/lenet5_dense --workdir runs/constrained_flops \
-        --cost flops --budget 0.5 --seeds 0 1 2 --iterations 30 --finetune_epochs 1
+        --cost flops --budget 0.5 --prune-first --seeds 0 1 2 --iterations 30 --finetune_epochs 1
     python benchmarks/constrained_channels.py --dense runs/lenet5_dense --workdir runs/constrained_latency \
-        --cost layer_latency --budget 0.5 --seeds 0 1 2 --iterations 30 --finetune_epochs 1
+        --cost layer_latency --budget 0.5 --prune-first --seeds 0 1 2 --iterations 30 --finetune_epochs 1
 
-LeNet-5 / MNIST (``configs/lenet5_mnist_constrained.py``), channel groups conv1, conv2 and
-fc1 (the classifier's outputs stay). For every seed: the constrained search with channel
+``--config``'s model, data and fine-tuning (default ``configs/lenet5_mnist_constrained.py``);
+the channel groups of its mask policy (``--prune-first`` adds the first layer: LeNet-5's
+groups conv1, conv2 and fc1; the classifier's outputs always stay). For every seed: the constrained search with channel
 actions (``--action channel_l1``: a pruned fraction per group, by L1 norm; ``channel``: a
 keep value per output channel) under ``cost <= budget``, and uniform L1 channel
 pruning (``masks.l1_channel_masks``, Li et al. 2017) at the least ratio, on a 0.005 grid,
@@ -23,7 +24,6 @@ returned solution also re-measured with a fresh table (``fresh_cost``). Writes
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -37,14 +37,6 @@ from purl_jax.evaluator import Evaluator
 from purl_jax.masks import MaskPolicy, channel_masks_to_masks, l1_channel_masks, prunable_groups
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py"
-POLICY = MaskPolicy(exclude_first=False, exclude_last=True)  # groups conv1, conv2, fc1
-
-
-def load_config():
-    spec = importlib.util.spec_from_file_location("cfg", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def make_cost(name: str, graph, latency_batch: int = 1000, levels: int = 8):
@@ -53,9 +45,9 @@ def make_cost(name: str, graph, latency_batch: int = 1000, levels: int = 8):
     return get_cost(name, graph=graph)
 
 
-def uniform_l1(params, graph, cost_fn, budget: float, step: float = 0.005):
+def uniform_l1(params, graph, policy: MaskPolicy, cost_fn, budget: float, step: float = 0.005):
     """The least uniform L1 channel ratio whose masks meet the budget, and the masks."""
-    ones = {g.name: jnp.ones(g.size, bool) for g in prunable_groups(graph, POLICY)}
+    ones = {g.name: jnp.ones(g.size, bool) for g in prunable_groups(graph, policy)}
     for ratio in np.arange(0.0, 1.0, step):
         masks = channel_masks_to_masks(params, graph, l1_channel_masks(params, graph, ones, float(ratio)))
         if cost_fn(masks) <= budget:
@@ -65,12 +57,15 @@ def uniform_l1(params, graph, cost_fn, budget: float, step: float = 0.005):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(CONFIG), help="a constrained config (its model, data, fine-tuning)")
     ap.add_argument("--dense", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--cost", default="flops", choices=["flops", "layer_latency", "params"])
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--action", default="channel_l1", choices=["channel_l1", "channel"],
                     help="channel_l1: a fraction per group, by L1 norm; channel: a keep value per channel")
+    ap.add_argument("--prune-first", action="store_true",
+                    help="prune the first layer's channels too (the LeNet-5 runs: groups conv1, conv2, fc1)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--finetune_epochs", type=int, default=1)
@@ -80,7 +75,7 @@ def main() -> None:
                     help="channel counts rounded up to n / levels steps in the latency table")
     args = ap.parse_args()
 
-    config = load_config()
+    config = train.load_config(args.config)
     config.dense_checkpoint = args.dense
     config.finetune.epochs = args.finetune_epochs
     config.prune.update(iterations=args.iterations, progress=False, action=args.action, cost=args.cost)
@@ -90,7 +85,8 @@ def main() -> None:
     variables = train.load_dense(config, root)
     params = variables["params"]
     cost_fn = make_cost(args.cost, graph, args.latency_batch, args.latency_levels)
-    problem = c.make_problem(params, graph, None, action=args.action, policy=POLICY)
+    policy = MaskPolicy(**dict(config.mask_policy, exclude_first=not args.prune_first))
+    problem = c.make_problem(params, graph, None, action=args.action, policy=policy)
     reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
     ev = Evaluator(model, variables, reward.images, reward.labels, graph=graph)
     score = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
@@ -101,7 +97,7 @@ def main() -> None:
     print(f"{args.cost}: dense {model_costs.dense:.4g}, floor {model_costs.floor:.4g}, "
           f"per-group reductions {np.round(model_costs.reductions, 4).tolist()}", flush=True)
     c.check_budget(model_costs, args.budget, args.cost)
-    ratio, l1_masks = uniform_l1(params, graph, cost_fn, args.budget)
+    ratio, l1_masks = uniform_l1(params, graph, policy, cost_fn, args.budget)
 
     out = root / "results.json"
     rows = json.loads(out.read_text()) if out.exists() else []

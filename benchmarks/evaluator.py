@@ -55,22 +55,24 @@ def timed(fn, reps: int) -> list[float]:
     return out
 
 
-def interleaved(variants: dict, reps: int) -> dict[str, float]:
-    """Compiles each variant, then times them in alternating rounds; medians in seconds."""
+def interleaved(variants: dict, reps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Compiles each variant, then times them in alternating rounds: medians in seconds, and
+    each variant's spread ((slowest - fastest) / median), the timing noise of this run."""
     for fn in variants.values():
         jax.block_until_ready(fn())
     times = {name: [] for name in variants}
     for _ in range(reps):
         for name, fn in variants.items():
             times[name] += timed(fn, 1)
-    return {name: statistics.median(t) for name, t in times.items()}
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return medians, {name: (max(t) - min(t)) / medians[name] for name, t in times.items()}
 
 
 def matmul_ceiling(reps: int) -> float:
     n = 2048
     a = jax.random.normal(jax.random.key(0), (n, n))
     f = jax.jit(lambda a, b: a @ b)
-    return 2 * n**3 / interleaved({"mm": lambda: f(a, a)}, max(reps, 5))["mm"] / 1e9
+    return 2 * n**3 / interleaved({"mm": lambda: f(a, a)}, max(reps, 5))[0]["mm"] / 1e9
 
 
 def _status_kib(field: str) -> int:
@@ -127,10 +129,10 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
                 "evaluator": lambda: ev.evaluate_layer(masks, layer.name, lm),
                 "loop": lambda: [single(variables, c, x, y) for c in cands],
             }
-            times = interleaved(variants, reps)
+            times, spread = interleaved(variants, reps)
             mem = {v: peak_mib(fn) for v, fn in variants.items()}
             inputs = mib(variables, x, y, masks, lm)
-            step_rows.append(row(layer.name, k, useful, k * full, times, mem, inputs))
+            step_rows.append(row(layer.name, k, useful, k * full, times, mem, inputs, spread))
             step_rows[-1]["strategy"] = plan(ev, layer.name, k)
             print(json.dumps(step_rows[-1]), flush=True)
         out["layers"] += step_rows
@@ -145,10 +147,10 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
                     "loop": lambda: [single(variables, c, x, y) for c in cands]}
         if k <= naive_max_k:
             variants["naive_vmap"] = lambda: naive(variables, stacked, x, y)
-        times = interleaved(variants, reps)
+        times, spread = interleaved(variants, reps)
         mem = {v: peak_mib(fn) for v, fn in variants.items()}
         inputs = mib(variables, x, y, stacked)
-        out["stacked"].append(row("all layers", k, k * full, k * full, times, mem, inputs))
+        out["stacked"].append(row("all layers", k, k * full, k * full, times, mem, inputs, spread))
         out["stacked"][-1]["strategy"] = plan(ev, "all layers", k)
         print(json.dumps(out["stacked"][-1]), flush=True)
     return out
@@ -164,11 +166,12 @@ def mib(*trees) -> float:
     return sum(a.nbytes for a in jax.tree.leaves(trees)) / 2**20
 
 
-def row(what: str, k: int, useful: float, dense: float, seconds: dict, mem: dict, inputs: float = 0.0) -> dict:
+def row(what: str, k: int, useful: float, dense: float, seconds: dict, mem: dict, inputs: float = 0.0,
+        spread: dict | None = None) -> dict:
     loop = seconds["loop"]
     return {
         "what": what, "k": k, "useful_gflop": useful / 1e9, "ideal_speedup": dense / useful,
-        "seconds": seconds,
+        "seconds": seconds, "spread": spread or {},
         "candidates_per_s": {v: k / s for v, s in seconds.items()},
         "gflop_per_s": {v: useful / s / 1e9 for v, s in seconds.items()},
         "speedup_vs_loop": {v: loop / s for v, s in seconds.items()},
@@ -183,9 +186,11 @@ def markdown(results: dict, command: str) -> str:
     lines = [
         "## Evaluator", "",
         f"Command: `{command}`  ",
-        f"Machine: {results['machine']}; f32 matmul ceiling {results['matmul_gflops']:.0f} GFLOP/s. "
-        "The machine was shared with other engineers' jobs while this ran: timings are noisy, "
-        "variants were timed interleaved in one run (medians).", "",
+        f"Machine: {results['machine']}; f32 matmul ceiling {results['matmul_gflops']:.0f} GFLOP/s; "
+        "1-minute load average {:.1f} at the start, {:.1f} at the end. ".format(*results["load"])
+        + "Variants were timed interleaved in one run (medians); spread = (slowest - fastest) / median "
+        "of the loop's and the evaluator's rounds, the larger of the two: the timing noise of that row, "
+        "against which a speedup near 1 is to be read.", "",
         "speedup = loop time / variant time; ideal = K full passes / useful FLOPs; "
         "% ideal = evaluator speedup / ideal; GFLOP/s counts useful FLOPs; "
         "working = growth of the peak resident memory during one call, inputs already resident (see the "
@@ -196,14 +201,16 @@ def markdown(results: dict, command: str) -> str:
     for model, res in results["models"].items():
         lines += [f"### {model} ({res['images']} images, {res['full_pass_gflop']:.2f} GFLOP per full pass)", "",
                   "| case | K | cand/s eval | cand/s loop | cand/s naive vmap | GFLOP/s eval | GFLOP/s loop "
-                  "| speedup | ideal | % ideal | working MiB eval / loop / naive | inputs MiB | total eval / loop |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| speedup | spread | ideal | % ideal | working MiB eval / loop / naive | inputs MiB | total eval / loop |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["episode"] + res["stacked"] + res["layers"]:
             c, g, p = r["candidates_per_s"], r["gflop_per_s"], r["peak_mib"]
             lines.append(
                 f"| {r['what']}{' (' + r['strategy'] + ')' if 'strategy' in r else ''} | {r['k']} | {c['evaluator']:.1f} | {c['loop']:.1f} | "
                 f"{c.get('naive_vmap', float('nan')):.1f} | {g['evaluator']:.0f} | {g['loop']:.0f} | "
-                f"{r['speedup_vs_loop']['evaluator']:.2f} | {r['ideal_speedup']:.2f} | "
+                f"{r['speedup_vs_loop']['evaluator']:.2f} | "
+                + (f"{100 * max(r['spread'].get(v, 0) for v in ('evaluator', 'loop')):.0f}%" if r.get("spread") else "-")
+                + f" | {r['ideal_speedup']:.2f} | "
                 f"{100 * r['fraction_of_ideal']:.0f}% | "
                 + " / ".join(f"{p[v]:.0f}" if v in p else "-" for v in ("evaluator", "loop", "naive_vmap"))
                 + (f" | {r['inputs_mib']:.0f} | {r['total_vs_loop']['evaluator']:.2f}x |" if p else " | - | - |"))
@@ -241,6 +248,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} x "
                    f"{jax.devices()[0].platform}, {os.cpu_count()} cores, jax {jax.__version__}",
         "matmul_gflops": matmul_ceiling(args.reps),
+        "load": [os.getloadavg()[0]],
         "models": {},
         "notes": [],
     }
@@ -253,6 +261,7 @@ def main() -> None:
                                     "(the loop baseline at larger K takes too long on this shared CPU).")
         results["models"][name] = bench_model(name, args.images[i], args.ks, args.reps, layer_ks,
                                               args.naive_max_k)
+    results["load"].append(os.getloadavg()[0])
     results["notes"].append(f"- naive vmap measured for K <= {args.naive_max_k} only (its memory grows fast).")
     command = "python benchmarks/evaluator.py " + " ".join(sys.argv[1:])
     print(markdown(results, command))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import built
-from purl_jax.evaluator import CPU_ROWS, Evaluator, Scores
+from purl_jax.evaluator import CPU_ROWS, FOLD_BYTES_PER_WEIGHT, Evaluator, Scores
 from purl_jax.masks import (MaskError, MaskPolicy, channel_masks_to_masks, get_path, init_channel_masks,
                             init_masks, set_path)
 
@@ -183,11 +183,12 @@ def test_big_kernels_run_in_groups_with_the_same_scores(monkeypatch):
     images, labels = data(shape)
     ev = Evaluator(model, variables, images, labels, graph=graph)
     masks = random_masks(init_masks(variables["params"], graph, ALL), 0)
-    monkeypatch.setattr(ev, "_variable_bytes", 0)  # a kernel's K masks bound the group to K / 4
     layer = graph.layer("fc1")
+    # 9 bool masks + this = 48 bytes per weight: room for 2 folded candidates
+    monkeypatch.setattr(ev, "_held_bytes", (2 * FOLD_BYTES_PER_WEIGHT - 9) * layer.params)
     lm = jax.random.bernoulli(jax.random.key(3), 0.7, (9, *layer.kernel_shape))
     group, k_pad, _ = ev._layout(("layer", "fold", layer.path), 9, layer.params)
-    assert (group, k_pad) == (2, 10)  # at most 9 // 4 = 2 per group: 5 groups of 2, one padding
+    assert (group, k_pad) == (2, 10)  # 5 groups of 2, one padding
     expected = [reference(model, variables, set_path(masks, layer.path, lm[i]), images, labels) for i in range(9)]
     assert_matches(ev.evaluate_layer(masks, "fc1", lm, strategy="fold"), expected)
 

@@ -1,11 +1,12 @@
-"""Constrained RL pruning vs global magnitude pruning at the same kept-params budget, LeNet-5 / MNIST.
+"""Constrained RL pruning vs global magnitude pruning at the same kept-params budget.
 
     purl-jax train --config configs/lenet5_mnist_constrained.py --workdir runs/lenet5_dense
-    python benchmarks/constrained_lenet5.py --dense runs/lenet5_dense --workdir runs/constrained_bench \
+    python benchmarks/constrained_params.py --dense runs/lenet5_dense --workdir runs/constrained_bench \
         --budgets 0.1 0.05 --seeds 0 1 2 --iterations 30 --finetune_epochs 1
 
-For every (budget, seed): the constrained search (``configs/lenet5_mnist_constrained.py``
-with ``iterations``), and global magnitude pruning of the same layers at the sparsity that
+For every (budget, seed): the constrained search with layer actions and a kept-params cost
+(``--config``'s model, data, mask policy and fine-tuning; default
+``configs/lenet5_mnist_constrained.py``), and global magnitude pruning of the same layers at the sparsity that
 meets the same budget; both fine-tuned identically (``config.finetune`` with
 ``finetune_epochs``, seed = the seed) and tested. Writes ``results.json`` (one row per run,
 with the measured cost and whether it meets the budget), ``front.png`` (test accuracy
@@ -15,7 +16,6 @@ against kept params) and each search's ``training.png`` / ``metrics.jsonl``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -31,13 +31,6 @@ from purl_jax.masks import MaskPolicy, init_masks, masked_layers
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py"
 
 
-def load_config():
-    spec = importlib.util.spec_from_file_location("cfg", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def global_sparsity_for(budget: float, params, base, graph) -> float:
     """The masked-weight sparsity whose kept parameters (of all) equal ``budget``."""
     total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
@@ -47,6 +40,7 @@ def global_sparsity_for(budget: float, params, base, graph) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(CONFIG), help="a constrained config (its model, data, fine-tuning)")
     ap.add_argument("--dense", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.05])
@@ -55,7 +49,7 @@ def main() -> None:
     ap.add_argument("--finetune_epochs", type=int, default=1)
     args = ap.parse_args()
 
-    config = load_config()
+    config = train.load_config(args.config)
     config.dense_checkpoint = args.dense
     config.finetune.epochs = args.finetune_epochs
     config.prune.update(iterations=args.iterations, progress=False)
@@ -98,11 +92,11 @@ def main() -> None:
                                  test_accuracy=test, dense_test_accuracy=dense_test, **extra))
                 out.write_text(json.dumps(rows, indent=2) + "\n")
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "fractions"}))
-    plot(rows, root / "front.png")
+    plot(rows, root / "front.png", f"{config.model} / {config.dataset} after fine-tuning")
     summarize(rows)
 
 
-def plot(rows, path) -> None:
+def plot(rows, path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -113,7 +107,7 @@ def plot(rows, path) -> None:
         ax.scatter([100 * r["cost"] for r in rs], [100 * r["test_accuracy"] for r in rs],
                    marker=marker, label=method, alpha=0.7)
     ax.set(xlabel="kept parameters (% of dense)", ylabel="test accuracy (%)",
-           title="LeNet-5 / MNIST after fine-tuning")
+           title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -33,7 +33,7 @@ import numpy as np
 from purl_jax import constrained as c, train
 from purl_jax.budgets import get_cost
 from purl_jax.data import reward_subset
-from purl_jax.evaluator import Evaluator
+from purl_jax.search import reward_evaluator
 from purl_jax.masks import MaskPolicy, channel_masks_to_masks, l1_channel_masks, prunable_groups
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py"
@@ -88,7 +88,7 @@ def main() -> None:
     policy = MaskPolicy(**dict(config.mask_policy, exclude_first=not args.prune_first))
     problem = c.make_problem(params, graph, None, action=args.action, policy=policy)
     reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
-    ev = Evaluator(model, variables, reward.images, reward.labels, graph=graph)
+    ev = reward_evaluator(config, model, variables, splits, graph, reward)
     score = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
     dense_test = train.evaluate_dataset(model, variables, splits.test)["accuracy"]
     kept_params = get_cost("params", variables=variables)

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from purl_jax import train
-from purl_jax.search import PruneContext, prune, run_purl
+from purl_jax.search import PruneContext, prune, reward_evaluator, run_purl
 from purl_jax.data import reward_subset
 from purl_jax.masks import MaskPolicy, init_masks
 
@@ -77,13 +77,11 @@ def compare(args: argparse.Namespace) -> None:
 
 def search_only(config: ml_collections.ConfigDict, workdir: Path) -> list[dict]:
     """The PuRL search of ``prune`` without fine-tuning (same context construction)."""
-    from purl_jax.evaluator import Evaluator
-
     model, variables_init, splits, graph = train.setup(config)
     reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
     base = init_masks(variables_init["params"], graph, MaskPolicy(**dict(config.mask_policy)))
     variables = train.load_dense(config, workdir)
-    evaluator = Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph)
+    evaluator = reward_evaluator(config, model, variables, splits, graph, reward_set)
     ctx = PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
                        evaluator)
     run_purl(ctx)

@@ -551,6 +551,7 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         iterations=iterations,
         num_envs=num_envs,
         reward_set_size=1000,
+        bn_calibration=0,  # training images to re-estimate BatchNorm statistics per candidate
         clip_start=0.9, clip_step=0.05, clip_every=max(iterations // 10, 1),
         checkpoint_every=10,
         progress=True,

@@ -583,6 +583,20 @@ def reward_subset(splits: Splits, n: int, seed: int) -> Dataset:
     return Dataset(splits.validation.images[idx], splits.validation.labels[idx])
 
 
+def calibration_subset(splits: Splits, n: int, seed: int) -> np.ndarray:
+    """``n`` training images, unaugmented, drawn from ``seed``: the batch on which a pruned
+    candidate's BatchNorm statistics are re-estimated (``Evaluator(calibration_images=)``).
+    A streamed training split gives its first ``n`` images (centre crops)."""
+    available = len(splits.train)
+    if not 0 < n <= available:
+        raise DataError(f"calibration_subset needs 0 < n <= {available} (the training size of "
+                        f"{splits.name}), got n={n}")
+    if isinstance(splits.train, StreamedDataset):
+        return next(splits.train.batches(n, train=False))[0]
+    idx = np.sort(np.random.default_rng(seed).choice(available, n, replace=False))
+    return splits.train.images[idx]
+
+
 # --------------------------------------------------------------------------- batches
 
 

@@ -100,6 +100,40 @@ def _masked(variables, masks):
     return {**variables, "params": apply_masks(variables["params"], masks)}
 
 
+def recalibrated(model: nn.Module, variables: dict, images: jax.Array) -> dict:
+    """``variables`` with every BatchNorm's statistics re-estimated on ``images`` (one batch).
+
+    Pruning shifts every later layer's activation statistics, so the dense running averages
+    misjudge a pruned network: ResNet-20 on Fashion-MNIST with 90% of its weights pruned
+    scores 10% with them and 68% with statistics from 128 training images (no training).
+    The model runs in train mode (each BatchNorm normalises by its batch's statistics) and
+    the statistics are read at every BatchNorm's input, so they hold whatever the model's
+    momentum.
+    """
+    stats = {}
+
+    def capture(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, nn.BatchNorm) and context.method_name == "__call__":
+            x = args[0]
+            features = {a % x.ndim for a in np.atleast_1d(module.axis)}
+            axes = tuple(a for a in range(x.ndim) if a not in features)
+            stats[tuple(module.scope.path)] = dict(mean=x.mean(axes), var=x.var(axes))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(capture):
+        model.apply(variables, images, train=True, mutable=["batch_stats"],
+                    rngs={"dropout": jax.random.key(0)})
+    batch_stats = variables["batch_stats"]
+    for path, leaf in stats.items():
+        batch_stats = set_path(batch_stats, path, {**get_path(batch_stats, path), **leaf})
+    return {**variables, "batch_stats": batch_stats}
+
+
+def _prepared(model, variables, calibration):
+    return variables if calibration is None else recalibrated(model, variables, calibration)
+
+
 def _logits(model, variables, images, fold_at: Path | None = None) -> jax.Array:
     apply = lambda: model.apply(variables, images, train=False)
     if fold_at is None:
@@ -135,18 +169,19 @@ def _score_one(model, chunk, variables, images, labels, weights):
     return _over_chunks(lambda x: _logits(model, variables, x), images, labels, weights, chunk)
 
 
-def _score_stacked(model, strategy, chunk, variables, images, labels, weights, stacked):
+def _score_stacked(model, strategy, chunk, variables, calibration, images, labels, weights, stacked):
     """Sums over all images for each of the stacked candidates: ([K], [K])."""
     if strategy == "map":
-        one = lambda m: _score_one(model, chunk, _masked(variables, m), images, labels, weights)
+        one = lambda m: _score_one(model, chunk, _prepared(model, _masked(variables, m), calibration),
+                                   images, labels, weights)
         return jax.lax.map(one, stacked)
-    params = jax.vmap(apply_masks, in_axes=(None, 0))(variables["params"], stacked)
-    logits = lambda x: jax.vmap(lambda p: _logits(model, {**variables, "params": p}, x))(params)
+    each = jax.vmap(lambda m: _prepared(model, _masked(variables, m), calibration))(stacked)
+    logits = lambda x: jax.vmap(lambda v: _logits(model, v, x))(each)
     return _over_chunks(logits, images, labels, weights, chunk)
 
 
-def _score_layer(model, strategy, path, chunk, group, variables, images, labels, weights, masks,
-                 layer_masks):
+def _score_layer(model, strategy, path, chunk, group, variables, calibration, images, labels, weights,
+                 masks, layer_masks):
     """Like ``_score_stacked`` for candidates differing only in the kernel at ``path``.
 
     ``group``: candidates folded together; with fewer than K, groups run one after another
@@ -156,7 +191,8 @@ def _score_layer(model, strategy, path, chunk, group, variables, images, labels,
     kernel = get_path(variables["params"], path)
     with_kernel = lambda k: {**base, "params": set_path(base["params"], path, k)}
     if strategy == "map":
-        one = lambda m: _score_one(model, chunk, with_kernel(jnp.where(m, kernel, 0)), images, labels, weights)
+        one = lambda m: _score_one(model, chunk, _prepared(model, with_kernel(jnp.where(m, kernel, 0)),
+                                                           calibration), images, labels, weights)
         return jax.lax.map(one, layer_masks)
     fold_at = path[:-1] if strategy == "fold" else None
 
@@ -214,12 +250,17 @@ class Evaluator:
     """
 
     def __init__(self, model, variables, images, labels, *, graph: Graph, strategy: str = "auto",
-                 batch_size: int | None = None, devices=None):
+                 batch_size: int | None = None, devices=None, calibration_images=None):
         if "params" not in variables:
             raise ValueError("variables need a 'params' collection")
         self.model, self.graph = model, graph
         self.default_strategy = _check_strategy(strategy, LAYER_STRATEGIES + STACKED_STRATEGIES)
         images, labels = _check_data(images, labels, graph)
+        if calibration_images is not None:
+            if "batch_stats" not in variables:
+                raise ValueError("calibration_images re-estimate BatchNorm statistics, and this model has none")
+            calibration_images, _ = _check_data(calibration_images, np.zeros(len(calibration_images), int),
+                                                graph, what="calibration_images")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         self.batch_size = batch_size
@@ -232,6 +273,7 @@ class Evaluator:
             lambda a: jax.device_put(a, devices[0]))
         self._variables = jax.tree.map(put, variables)
         self._images, self._labels = images, labels
+        self._calibration = None if calibration_images is None else put(jnp.asarray(calibration_images))
         self._data: dict[int, tuple] = {}
         self._put = put
         # Memory every call holds anyway: the variables and the data.
@@ -273,7 +315,11 @@ class Evaluator:
         strategy = self._strategy(strategy, LAYER_STRATEGIES)
         masks = set_path(masks, layer.path, None)  # the candidates replace it
         key = lambda s: ("layer", s, layer.path)
-        plans = (("fold", "map") if strategy == "auto" else (strategy,))
+        if self._calibration is not None and strategy in ("fold", "vmap"):
+            raise ValueError(f"strategy {strategy!r} cannot re-estimate BatchNorm statistics per candidate; "
+                             "use 'map' or 'auto'")
+        plans = ((("map",) if self._calibration is not None else ("fold", "map")) if strategy == "auto"
+                 else (strategy,))
         return self._auto(layer_name, k, [key(s) for s in plans], (masks, layer_masks), layer.params)
 
     def evaluate_stacked(self, stacked_masks: Masks, *, strategy: str | None = None) -> Scores:
@@ -331,7 +377,8 @@ class Evaluator:
     def _run(self, key, k, k_pad, group, chunk, candidate_args) -> Scores:
         candidates = list(candidate_args)
         candidates[-1] = jax.tree.map(lambda a: _pad_candidates(jnp.asarray(a), k_pad), candidates[-1])
-        fn, args = self._jit(key, chunk, group), (self._variables, *self._padded_data(chunk), *candidates)
+        fn = self._jit(key, chunk, group)
+        args = (self._variables, self._calibration, *self._padded_data(chunk), *candidates)
         if self._lower_only:
             raise _Lowered(fn.lower(*args).compile())
         accuracy, loss = fn(*args)
@@ -440,13 +487,13 @@ def _check_strategy(strategy: str, allowed) -> str:
     return strategy
 
 
-def _check_data(images, labels, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+def _check_data(images, labels, graph: Graph, what: str = "images") -> tuple[np.ndarray, np.ndarray]:
     images, labels = np.asarray(images), np.asarray(labels)
     want = tuple(graph.input_shape)
     if images.ndim != len(want) + 1 or tuple(images.shape[1:]) != want:
-        raise ValueError(f"images must have shape (N, {', '.join(map(str, want))}), got {images.shape}")
+        raise ValueError(f"{what} must have shape (N, {', '.join(map(str, want))}), got {images.shape}")
     if images.shape[0] < 1:
-        raise ValueError("images must hold at least one example")
+        raise ValueError(f"{what} must hold at least one example")
     if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got "
                          f"{labels.dtype} {labels.shape}")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from purl_jax import baselines, files
 from purl_jax.budgets import flops_cost
-from purl_jax.data import Dataset, Splits, reward_subset
+from purl_jax.data import Dataset, Splits, calibration_subset, reward_subset
 from purl_jax.dqn import DQN, DQNConfig, Transition, replay_add
 from purl_jax.env import EnvError, PruningEnv, RewardSpec, action_grid, hinge_reward
 from purl_jax.graph import Graph
@@ -242,10 +242,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if rounds > 1 and p.get("action", "layer") != "layer":
         raise PruneError("finetune.rounds > 1 prunes weights by magnitude, which would undo "
                          f"prune.action={p.action!r}'s channel structure; use rounds = 1")
+    calibration = p.get("bn_calibration", 0)
+    if not isinstance(calibration, int) or calibration < 0:
+        raise PruneError(f"prune.bn_calibration must be a number of training images >= 0, got {calibration!r}")
     if not 0 < p.reward_set_size <= config.validation_size:
         raise PruneError(
             f"prune.reward_set_size={p.reward_set_size} must lie in (0, validation_size="
             f"{config.validation_size}]: the reward set is drawn from the validation split")
+
+
+def reward_evaluator(config: ml_collections.ConfigDict, model: Any, variables: dict, splits: Splits,
+                     graph: Graph, reward_set: Dataset) -> Any:
+    """The search's evaluator on ``reward_set``; with ``prune.bn_calibration`` > 0 it
+    re-estimates each candidate's BatchNorm statistics on that many training images first."""
+    from purl_jax.evaluator import Evaluator
+
+    n = config.prune.get("bn_calibration", 0)
+    calibration = calibration_subset(splits, n, config.seed) if n else None
+    return Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph,
+                     calibration_images=calibration)
 
 
 def _trainer():
@@ -334,7 +349,6 @@ def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     in a multi-process run process 0 writes them); returns the result with the ``masks``
     and the fine-tuned ``variables``."""
     from purl_jax import report
-    from purl_jax.evaluator import Evaluator
 
     validate(config)
     trainer = trainer or _trainer()
@@ -351,7 +365,7 @@ def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     check_matches(variables, variables_init, where=config.dense_checkpoint or str(workdir / "dense"))
     eval_bs = config.train.eval_batch_size
     dense_test = trainer.evaluate_dataset(model, variables, splits.test, batch_size=eval_bs)
-    evaluator = Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph)
+    evaluator = reward_evaluator(config, model, variables, splits, graph, reward_set)
     ctx = PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
                        evaluator, trainer)
     t_search = time.time()
@@ -413,6 +427,7 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         project=True,  # ours: rescale the best allocation to exactly target_sparsity
         episodes=episodes,
         reward_set_size=1000,  # reconstructed; drawn from validation
+        bn_calibration=0,  # ours: training images to re-estimate BatchNorm statistics per candidate
         experience="all_actions",  # or "taken"
         checkpoint_every=1,
         min_keep_fraction=0.0005,  # global_min baseline

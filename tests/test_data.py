@@ -223,6 +223,17 @@ def test_reward_subset_comes_from_validation(tiny_dir):
         D.reward_subset(splits, 11, seed=0)
 
 
+def test_calibration_subset_comes_from_train(tiny_dir):
+    splits = D.load_dataset("tiny_digits", data_dir=tiny_dir, validation_size=10)
+    images = D.calibration_subset(splits, 5, seed=0)
+    rows = {row.tobytes() for row in splits.train.images}
+    assert images.shape == (5, *splits.train.images.shape[1:])
+    assert all(row.tobytes() in rows for row in images)
+    assert not np.array_equal(D.calibration_subset(splits, 5, seed=1), images)
+    with pytest.raises(DataError, match="calibration_subset needs 0 < n"):
+        D.calibration_subset(splits, len(splits.train) + 1, seed=0)
+
+
 def test_prepare_writes_array_record_that_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "_require_tensorflow", lambda: None)  # this builder needs no TensorFlow
     prepared = D.prepare("tiny_digits_registered", data_dir=tmp_path)

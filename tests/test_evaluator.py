@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import built
-from purl_jax.evaluator import CPU_ROWS, FOLD_BYTES_PER_WEIGHT, Evaluator, Scores
-from purl_jax.masks import (MaskError, MaskPolicy, channel_masks_to_masks, get_path, init_channel_masks,
+from purl_jax.evaluator import CPU_ROWS, FOLD_BYTES_PER_WEIGHT, Evaluator, Scores, recalibrated
+from purl_jax.masks import (MaskError, MaskPolicy, apply_masks, channel_masks_to_masks, get_path, init_channel_masks,
                             init_masks, set_path)
 
 N = 6  # images: small, and not a multiple of the micro-batches below
@@ -176,6 +176,48 @@ def test_auto_times_micro_batches_against_one_batch_for_all_layer_candidates():
     fixed = Evaluator(model, variables, images, labels, graph=graph, batch_size=64)
     assert_matches(fixed.evaluate_stacked(stacked), expected)
     assert not fixed.strategy_choices  # a given batch_size leaves one plan: nothing to measure
+
+
+def test_recalibrated_statistics_are_the_batch_statistics_of_train_mode():
+    """Derived independently: train mode moves each running average by (1 - momentum) towards
+    its batch statistic, so from zero averages the update divided by (1 - momentum) is it."""
+    model, variables, graph, shape = built("resnet20")
+    images, _ = data(shape, n=16)
+    masked = {**variables, "params": jax.tree.map(lambda p: p * (jnp.abs(p) > 0.05), variables["params"])}
+    zeros = jax.tree.map(jnp.zeros_like, masked["batch_stats"])
+    _, moved = model.apply({**masked, "batch_stats": zeros}, images, train=True, mutable=["batch_stats"])
+    expected = jax.tree.map(lambda s: s / (1 - 0.9), moved["batch_stats"])  # the zoo's momentum
+    got = recalibrated(model, masked, images)["batch_stats"]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, expected)
+    assert not np.allclose(got["bn_init"]["var"], masked["batch_stats"]["bn_init"]["var"])
+
+
+def test_calibrated_candidates_match_sequential_recalibration():
+    model, variables, graph, shape = built("resnet20")
+    images, labels = data(shape)
+    calibration, _ = data(shape, n=8, seed=5)
+    ev = Evaluator(model, variables, images, labels, graph=graph, calibration_images=calibration)
+    masks = random_masks(init_masks(variables["params"], graph), 0)
+
+    def expected(m):
+        tuned = recalibrated(model, {**variables, "params": apply_masks(variables["params"], m)}, calibration)
+        return reference(model, tuned, m, images, labels)
+
+    stacked = random_masks(masks, 1, k=2)
+    for strategy in ("map", "vmap"):
+        assert_matches(ev.evaluate_stacked(stacked, strategy=strategy),
+                       [expected(unstack(stacked, i)) for i in range(2)])
+    layer = first_middle_last(graph)[1]
+    lm = jax.random.bernoulli(jax.random.key(3), 0.7, (3, *layer.kernel_shape))
+    assert_matches(ev.evaluate_layer(masks, layer.name, lm),
+                   [expected(set_path(masks, layer.path, lm[i])) for i in range(3)])
+    with pytest.raises(ValueError, match="cannot re-estimate"):
+        ev.evaluate_layer(masks, layer.name, lm, strategy="fold")
+    lenet, lv, lgraph, lshape = built("lenet5")
+    with pytest.raises(ValueError, match="has none"):
+        Evaluator(lenet, lv, *data(lshape), graph=lgraph, calibration_images=data(lshape)[0])
+    with pytest.raises(ValueError, match="calibration_images must have shape"):
+        Evaluator(model, variables, images, labels, graph=graph, calibration_images=calibration[..., :1])
 
 
 def test_big_kernels_run_in_groups_with_the_same_scores(monkeypatch):

@@ -308,6 +308,7 @@ def test_prune_end_to_end_on_a_fake_trainer(tmp_path, algorithm, capsys):
     ("target_sparsity", 1.2, "target_sparsity"),
     ("actions", (), "empty"),
     ("reward_set_size", 65, "reward_set_size"),
+    ("bn_calibration", -1, "bn_calibration"),
     ("algorithm", "nope", "unknown pruning algorithm"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, field, value, match):

@@ -63,7 +63,7 @@ def main() -> None:
     problem = c.make_problem(params, graph, base)
     reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
     ev = reward_evaluator(config, model, variables, splits, graph, reward)
-    score = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
+    score = c.score_function(config, model, variables, splits, reward, ev)
     dense_test = train.evaluate_dataset(model, variables, splits.test)["accuracy"]
 
     out = root / "results.json"

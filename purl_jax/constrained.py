@@ -49,10 +49,11 @@ from purl_jax.masks import (
     prunable_groups, set_path,
 )
 from purl_jax.ppo_lagrangian import AgentState, PPOConfig, PPOLagrangian, Transition
+from purl_jax.reward_finetune import defaults as reward_finetune_defaults
 
 ACTIONS = ("layer", "channel", "channel_l1")
 FEASIBILITY = ("clamp", "project")
-ScoreFn = Callable[[Masks], np.ndarray]  # stacked masks [K, ...] -> accuracy[K]
+ScoreFn = Callable[[Masks, int], np.ndarray]  # (stacked masks [K, ...], iteration) -> accuracy[K]
 
 
 # -- the problem: what one step prunes ---------------------------------------------------
@@ -378,8 +379,9 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
            cost_model: CostModel | None = None) -> SearchResult:
     """PPO-Lagrangian search under ``cost_fn(masks) <= cfg.budget``; resumable in ``workdir``.
 
-    ``score_fn(stacked_masks) -> accuracy[K]`` scores all end-of-episode candidates of an
-    iteration in one call (``Evaluator.evaluate_stacked``). The returned masks are the
+    ``score_fn(stacked_masks, iteration) -> accuracy[K]`` scores all end-of-episode
+    candidates of an iteration in one call (``score_function``: ``Evaluator.evaluate_stacked``,
+    or after a short fine-tuning that grows with the iteration). The returned masks are the
     best-scoring feasible candidate seen, projected onto the budget (see ``project``).
     ``cost_model``: this problem's ``probe_costs``, when the caller has measured it already.
     """
@@ -423,7 +425,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
         traj, final, last_obs = run(state.params, p, key_roll, cfg.num_envs)
         stacked = build(final.fractions, final.scores)
         costs = np.array([cost_fn(_take(stacked, k)) for k in range(cfg.num_envs)])
-        accs = np.asarray(score_fn(stacked), np.float32)
+        accs = np.asarray(score_fn(stacked, it), np.float32)
         traj = traj._replace(reward=traj.reward.at[-1].set(accs), cost=traj.cost.at[-1].set(costs))
         state, m = agent.update(state, traj, last_obs, budget, key_update)
         feasible = costs <= cfg.budget
@@ -452,7 +454,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
 
     fractions, scores, cost = project(problem, cost_fn, model, cfg.budget, best["fractions"], best["scores"])
     masks = _jitted_build(problem)(jnp.asarray(fractions, jnp.float32), jnp.asarray(scores))
-    accuracy = float(np.asarray(score_fn(jax.tree.map(lambda x: x[None], masks)))[0])
+    accuracy = float(np.asarray(score_fn(jax.tree.map(lambda x: x[None], masks), cfg.iterations))[0])
     result = SearchResult(masks, float(cost), cfg.budget, accuracy,
                           dict(zip(problem.names, map(float, fractions))), history)
     if workdir is not None:
@@ -552,11 +554,28 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         num_envs=num_envs,
         reward_set_size=1000,
         bn_calibration=0,  # training images to re-estimate BatchNorm statistics per candidate
+        reward_finetune=reward_finetune_defaults(),  # masked SGD steps before scoring (off)
         clip_start=0.9, clip_step=0.05, clip_every=max(iterations // 10, 1),
         checkpoint_every=10,
         progress=True,
         ppo=dict(dataclasses.asdict(PPOConfig(num_minibatches=max(num_envs // 8, 1)))),
     ))
+
+
+def score_function(config: Any, model: Any, variables: dict, splits: Any, reward_set: Any,
+                   evaluator: Any) -> ScoreFn:
+    """The search's reward: ``evaluator`` accuracy, or with ``prune.reward_finetune`` the
+    accuracy after a few masked SGD steps per candidate (``purl_jax.reward_finetune``)."""
+    from purl_jax import reward_finetune
+    from purl_jax.data import StreamedDataset
+
+    cfg = config.prune.reward_finetune
+    if not reward_finetune.enabled(cfg):
+        return lambda stacked, iteration: np.asarray(evaluator.evaluate_stacked(stacked).accuracy)
+    if isinstance(splits.train, StreamedDataset):
+        raise ValueError("prune.reward_finetune needs a training split held in memory")
+    return reward_finetune.FinetunedScorer(model, variables, splits.train, reward_set, cfg,
+                                           config.finetune, seed=config.seed)
 
 
 def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
@@ -615,7 +634,7 @@ def run_constrained(ctx) -> dict:
     else:
         cost_fn = get_cost(p.cost, model=ctx.model, variables=ctx.variables, graph=ctx.graph,
                            input_shape=ctx.splits.input_shape)
-    score_fn = lambda stacked: np.asarray(ctx.evaluator.evaluate_stacked(stacked).accuracy)
+    score_fn = score_function(config, ctx.model, ctx.variables, ctx.splits, ctx.reward_set, ctx.evaluator)
     main = float(p.budget)
     budgets = list(dict.fromkeys([main, *(float(b) for b in p.budgets)]))
     model = probe_costs(problem, cost_fn)

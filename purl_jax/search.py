@@ -242,6 +242,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if rounds > 1 and p.get("action", "layer") != "layer":
         raise PruneError("finetune.rounds > 1 prunes weights by magnitude, which would undo "
                          f"prune.action={p.action!r}'s channel structure; use rounds = 1")
+    if "reward_finetune" in p:
+        from purl_jax import reward_finetune
+
+        try:
+            reward_finetune.check(p.reward_finetune)
+        except ValueError as e:
+            raise PruneError(str(e)) from None
     calibration = p.get("bn_calibration", 0)
     if not isinstance(calibration, int) or calibration < 0:
         raise PruneError(f"prune.bn_calibration must be a number of training images >= 0, got {calibration!r}")

@@ -28,7 +28,7 @@ def _lenet():
     return model, variables, graph, shape, base
 
 
-def _kept_score(stacked):
+def _kept_score(stacked, iteration=0):
     """A cheap stand-in reward: the share of kept weights (no network evaluation)."""
     leaves = [m for m in jax.tree.leaves(stacked)]
     return np.asarray(sum(m.reshape(m.shape[0], -1).mean(1) for m in leaves) / len(leaves))
@@ -119,7 +119,7 @@ def test_infeasible_budget_is_a_clear_error_before_the_search():
     problem = c.make_problem(variables["params"], graph, base)  # conv1 and fc2 stay dense
     calls = []
 
-    def score(stacked):
+    def score(stacked, iteration):
         calls.append(1)
         return _kept_score(stacked)
 
@@ -161,7 +161,7 @@ def test_tiny_search_end_to_end_and_resume(tmp_path):
     x = rng.normal(size=(32, *shape)).astype(np.float32)
     y = rng.integers(0, 10, 32).astype(np.int32)
     ev = Evaluator(model, variables, x, y, graph=graph)
-    score = lambda stacked: np.asarray(ev.evaluate_stacked(stacked).accuracy)
+    score = lambda stacked, iteration: np.asarray(ev.evaluate_stacked(stacked).accuracy)
     problem = c.make_problem(variables["params"], graph, base)
     cost_fn = _params(variables)
     cfg = c.SearchConfig(budget=0.1, iterations=2, num_envs=4, checkpoint_every=1, ppo=FAST_PPO)

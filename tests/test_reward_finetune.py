@@ -1,0 +1,71 @@
+"""Rewards after a short masked fine-tuning (the constrained search's option)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from conftest import built
+
+from purl_jax import reward_finetune as rf
+from purl_jax.data import Dataset
+from purl_jax.evaluator import Evaluator
+from purl_jax.masks import init_masks
+from purl_jax.train import base_config
+
+
+def cfg(**kw):
+    return ml_collections.ConfigDict({**rf.defaults().to_dict(), **kw})
+
+
+def test_steps_grow_with_the_iteration_up_to_the_cap():
+    c = cfg(steps=2, growth=0.5, max_steps=4)
+    assert [rf.steps_at(c, i) for i in (0, 1, 2, 4, 10)] == [2, 2, 3, 4, 4]
+    assert rf.steps_at(cfg(steps=3), 100) == 3 and not rf.enabled(cfg())
+    with pytest.raises(ValueError, match=">= 0"):
+        rf.check(cfg(growth=-1.0))
+
+
+def test_no_steps_scores_as_the_evaluator_and_steps_fit_the_data():
+    model, variables, graph, shape = built("lenet5")
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(32, *shape)).astype(np.float32), rng.integers(0, 10, 32).astype(np.int32))
+    masks = init_masks(variables["params"], graph)
+    stacked = jax.tree.map(lambda m: np.stack([m, rng.random(m.shape) < 0.5]), masks)
+    recipe = base_config().finetune
+    untrained = rf.FinetunedScorer(model, variables, data, data, cfg(growth=1.0, batch_size=16), recipe)
+    ev = Evaluator(model, variables, data.images, data.labels, graph=graph)
+    np.testing.assert_allclose(untrained(stacked, 0), ev.evaluate_stacked(stacked).accuracy, atol=1e-6)
+    # 30 steps on the reward set itself: both candidates fit it better than before
+    tuned = rf.FinetunedScorer(model, variables, data, data, cfg(steps=30, batch_size=16, learning_rate=5e-4),
+                               recipe)
+    assert np.all(tuned(stacked, 0) > untrained(stacked, 0) + 0.2)
+    with pytest.raises(ValueError, match="larger than the 32"):
+        rf.FinetunedScorer(model, variables, data, data, cfg(steps=1, batch_size=64), recipe)
+
+
+def test_constrained_search_scores_with_reward_finetuning(tmp_path):
+    """``run_constrained`` picks the fine-tuned reward from the config, end to end on mock data."""
+    from purl_jax import constrained as c
+    from purl_jax.data import Splits
+    from purl_jax.search import PruneContext
+    from purl_jax.train import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py")
+    config.prune.update(iterations=2, num_envs=2, progress=False, reward_set_size=16)
+    config.prune.reward_finetune.update(steps=1, growth=1.0, batch_size=8)
+    config.prune.ppo.update(epochs=1, num_minibatches=1)
+    model, variables, graph, shape = built(config.model)
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(16, *shape)).astype(np.float32), rng.integers(0, 10, 16).astype(np.int32))
+    splits = Splits(name="mock", train=data, validation=data, test=data, num_classes=10, mean=(0.0,), std=(1.0,))
+    ev = Evaluator(model, variables, data.images, data.labels, graph=graph)
+    score = c.score_function(config, model, variables, splits, data, ev)
+    assert isinstance(score, rf.FinetunedScorer)
+    ctx = PruneContext(config, tmp_path, model, variables, splits, graph, init_masks(variables["params"], graph),
+                       data, ev)
+    out = c.run_constrained(ctx)
+    assert out["constrained"]["feasible"] and out["cost"] <= config.prune.budget

@@ -186,6 +186,15 @@ def probe_costs(problem: Problem, cost_fn: CostFn) -> CostModel:
     return CostModel(dense, np.asarray(reductions, np.float32), floor, problem.max_fractions)
 
 
+def uniform_start(problem: Problem, model: CostModel, budget: float) -> float:
+    """The one action every step could take to meet ``budget`` under the linear cost model:
+    the search's initial policy mean. Keep-value actions (one per channel) start at 0.5."""
+    if problem.action_dim > 1:
+        return 0.5
+    per_fraction = float(np.sum(model.reductions / np.maximum(problem.max_fractions, 1e-12)))
+    return float(np.clip((model.dense - budget) / max(per_fraction, 1e-12), 0.05, 0.95))
+
+
 def check_budget(model: CostModel, budget: float, cost_name: str = "cost") -> None:
     """A clear error before any search when no mask can meet ``budget``."""
     if not math.isfinite(budget):
@@ -387,7 +396,10 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     """
     model = cost_model if cost_model is not None else probe_costs(problem, cost_fn)
     check_budget(model, cfg.budget)
-    agent, run = _compiled_agent(cfg.ppo, problem.features.shape[1] + 1, problem.action_dim)
+    ppo = cfg.ppo
+    if not ppo.init_action:
+        ppo = dataclasses.replace(ppo, init_action=uniform_start(problem, model, cfg.budget))
+    agent, run = _compiled_agent(ppo, problem.features.shape[1] + 1, problem.action_dim)
     key_init, root = jax.random.split(jax.random.key(cfg.seed))
     state: AgentState = agent.init(key_init)
     start, history, best = 0, [], None

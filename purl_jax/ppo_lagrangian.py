@@ -44,7 +44,10 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     hidden: tuple[int, ...] = (32, 32)
     init_log_std: float = -1.0
-    init_action: float = 0.5  # initial policy mean, so early episodes prune about half
+    # Initial policy mean in (0, 1). 0: the constrained search starts from the uniform
+    # allocation that meets the budget (``constrained.uniform_start``; 0.5 on its own); from
+    # 0.5, a deep network's clamp prunes its last layers entirely in every early episode.
+    init_action: float = 0.0
     lagrangian: str = "adam"
     nu_init: float = 1.0
     lagrange_lr: float = 0.05
@@ -56,8 +59,8 @@ class PPOConfig:
     def __post_init__(self) -> None:
         if self.lagrangian not in LAGRANGIANS:
             raise ValueError(f"lagrangian must be one of {LAGRANGIANS}, got {self.lagrangian!r}")
-        if not 0.0 < self.init_action < 1.0:
-            raise ValueError(f"init_action must lie in (0, 1), got {self.init_action}")
+        if self.init_action != 0.0 and not 0.0 < self.init_action < 1.0:
+            raise ValueError(f"init_action must lie in (0, 1), or be 0 (uniform start), got {self.init_action}")
         if self.nu_init < 0:
             raise ValueError(f"nu_init must be >= 0, got {self.nu_init}")
         for name in ("epochs", "num_minibatches"):
@@ -203,7 +206,8 @@ class PPOLagrangian:
 
     def __init__(self, cfg: PPOConfig, obs_dim: int, action_dim: int):
         self.cfg, self.obs_dim, self.action_dim = cfg, obs_dim, action_dim
-        self.network = ActorCritic(action_dim, tuple(cfg.hidden), cfg.init_log_std, cfg.init_action)
+        init = cfg.init_action or 0.5  # no budget known here
+        self.network = ActorCritic(action_dim, tuple(cfg.hidden), cfg.init_log_std, init)
         self.optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
                                      optax.adam(cfg.learning_rate, eps=1e-5))
         self.dual_optimizer = optax.adam(cfg.lagrange_lr)

@@ -139,6 +139,21 @@ def test_bad_settings():
         c.make_problem(variables["params"], graph, jax.tree.map(lambda _: None, variables["params"]))
 
 
+def test_default_policy_starts_from_the_uniform_allocation_that_meets_the_budget():
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)
+    cost_fn = _params(variables)
+    start = c.uniform_start(problem, c.probe_costs(problem, cost_fn), 0.1)
+    uniform = problem.build(jnp.full(problem.num_steps, start, jnp.float32),
+                            jnp.zeros((problem.num_steps, problem.action_dim)))
+    assert cost_fn(uniform) == pytest.approx(0.1, abs=1e-3)  # the cost is linear in the fractions here
+    # the default (init_action 0) searches from there: near-deterministic episodes meet the budget unclamped
+    cfg = c.SearchConfig(budget=0.1, iterations=1, num_envs=4, feasibility="project",
+                         ppo=PPOConfig(epochs=1, num_minibatches=1, init_log_std=-8.0))
+    res = c.search(problem, cost_fn, _kept_score, cfg, progress=False)
+    assert res.history[0]["cost_mean"] == pytest.approx(0.1, abs=0.02)  # from 0.5 it would be ~0.5
+
+
 @pytest.mark.parametrize("feasibility", ["clamp", "project"])
 def test_adversarial_policy_still_returns_feasible_masks(feasibility):
     # a policy that prunes (almost) nothing: its mean starts at 0.001 and 1 iteration

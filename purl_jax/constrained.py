@@ -396,9 +396,12 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     """
     model = cost_model if cost_model is not None else probe_costs(problem, cost_fn)
     check_budget(model, cfg.budget)
-    ppo = cfg.ppo
+    ppo, start = cfg.ppo, uniform_start(problem, model, cfg.budget)
     if not ppo.init_action:
-        ppo = dataclasses.replace(ppo, init_action=uniform_start(problem, model, cfg.budget))
+        ppo = dataclasses.replace(ppo, init_action=start)
+    # The action clip keeps the uniform allocation within reach: below it, every episode's
+    # clamp would make up the difference by pruning the last layers entirely.
+    clip_floor = min(start + 0.05, 1.0) if problem.action_dim == 1 else 0.0
     agent, run = _compiled_agent(ppo, problem.features.shape[1] + 1, problem.action_dim)
     key_init, root = jax.random.split(jax.random.key(cfg.seed))
     state: AgentState = agent.init(key_init)
@@ -433,7 +436,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     for it in trange(start, cfg.iterations, disable=not progress, desc=f"constrained b={cfg.budget:g}"):
         tic = time.time()
         key_roll, key_update = jax.random.split(jax.random.fold_in(root, it))
-        p = base._replace(upper=jnp.float32(cfg.clip(it)))
+        p = base._replace(upper=jnp.float32(max(cfg.clip(it), clip_floor)))
         traj, final, last_obs = run(state.params, p, key_roll, cfg.num_envs)
         stacked = build(final.fractions, final.scores)
         costs = np.array([cost_fn(_take(stacked, k)) for k in range(cfg.num_envs)])
@@ -454,7 +457,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
                       cost_mean=float(costs.mean()), cost_min=float(costs.min()),
                       feasible_fraction=float(feasible.mean()), budget=cfg.budget,
                       reward=float(accs.mean()), cost=float(costs.mean()),  # report curves
-                      nu=float(m["nu"]), best_accuracy=best["accuracy"], clip=cfg.clip(it),
+                      nu=float(m["nu"]), best_accuracy=best["accuracy"], clip=max(cfg.clip(it), clip_floor),
                       **{k: float(m[k]) for k in ("pi_loss", "v_loss", "approx_kl", "entropy")},
                       seconds=round(time.time() - tic, 3))
         history.append(record)

@@ -152,6 +152,9 @@ def test_default_policy_starts_from_the_uniform_allocation_that_meets_the_budget
                          ppo=PPOConfig(epochs=1, num_minibatches=1, init_log_std=-8.0))
     res = c.search(problem, cost_fn, _kept_score, cfg, progress=False)
     assert res.history[0]["cost_mean"] == pytest.approx(0.1, abs=0.02)  # from 0.5 it would be ~0.5
+    # a clip schedule starting below the uniform fraction still lets every step reach it
+    low = c.SearchConfig(**{**cfg.__dict__, "clip_start": 0.5})
+    assert c.search(problem, cost_fn, _kept_score, low, progress=False).history[0]["clip"] >= start
 
 
 @pytest.mark.parametrize("feasibility", ["clamp", "project"])

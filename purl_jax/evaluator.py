@@ -24,6 +24,11 @@ where there is no prefix to share and the wide op's output is large (the first c
 CPU), and micro-batching loses on small models whose whole batch fits in cache. A search
 asks the same question every episode, so the measurement is paid once.
 
+With ``calibration_images`` every candidate's BatchNorm statistics are re-estimated on them
+before it is scored (``recalibrated``): a heavily pruned network is otherwise judged by the
+dense network's statistics. The candidates then run with ``"map"`` (or ``"vmap"`` for
+all-layer candidates).
+
 Every strategy micro-batches the data (``batch_size`` images at a time) inside the jit,
 which bounds memory and, on CPU, keeps activations in cache. With several devices the
 candidate axis is sharded over them with ``jax.shard_map``; the same code serves one CPU,

@@ -86,7 +86,8 @@ def main() -> None:
     params = variables["params"]
     cost_fn = make_cost(args.cost, graph, args.latency_batch, args.latency_levels)
     policy = MaskPolicy(**dict(config.mask_policy, exclude_first=not args.prune_first))
-    problem = c.make_problem(params, graph, None, action=args.action, policy=policy)
+    problem = c.make_problem(params, graph, None, action=args.action, policy=policy,
+                             max_fraction=config.prune.max_fraction)
     reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
     ev = reward_evaluator(config, model, variables, splits, graph, reward)
     score = c.score_function(config, model, variables, splits, reward, ev)

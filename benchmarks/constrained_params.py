@@ -60,7 +60,7 @@ def main() -> None:
     params = variables["params"]
     base = init_masks(params, graph, MaskPolicy(**dict(config.mask_policy)))
     cost_fn = get_cost("params", variables=variables)
-    problem = c.make_problem(params, graph, base)
+    problem = c.make_problem(params, graph, base, max_fraction=config.prune.max_fraction)
     reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
     ev = reward_evaluator(config, model, variables, splits, graph, reward)
     score = c.score_function(config, model, variables, splits, reward, ev)

@@ -53,6 +53,7 @@ from purl_jax.reward_finetune import defaults as reward_finetune_defaults
 
 ACTIONS = ("layer", "channel", "channel_l1")
 FEASIBILITY = ("clamp", "project")
+CLAMP_MARGIN = 1e-3  # relative to the budget
 ScoreFn = Callable[[Masks, int], np.ndarray]  # (stacked masks [K, ...], iteration) -> accuracy[K]
 
 
@@ -419,9 +420,12 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
             state = jax.tree.map(jnp.asarray, saved["state"])
             start, history, best = saved["iteration"], saved["history"], saved["best"]
 
+    # The clamp aims CLAMP_MARGIN under the budget: fractions become whole weights and
+    # float32 sums, and an episode landing 1e-5 over the budget would not count as feasible.
+    need = model.dense - cfg.budget * (1.0 - CLAMP_MARGIN)
     base = EnvParams(jnp.asarray(problem.features), jnp.asarray(model.reductions),
                      jnp.asarray(problem.max_fractions), jnp.asarray(problem.sizes, jnp.float32),
-                     jnp.float32(model.dense - cfg.budget), jnp.float32(1.0),
+                     jnp.float32(need), jnp.float32(1.0),
                      jnp.float32(cfg.feasibility == "clamp"))
     build = _jitted_build(problem, stacked=True)
     budget = jnp.float32(cfg.budget)

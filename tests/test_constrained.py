@@ -169,6 +169,8 @@ def test_adversarial_policy_still_returns_feasible_masks(feasibility):
     assert _params(variables)(res.masks) <= 0.05
     if feasibility == "project":  # nothing clamped: the episodes themselves were over budget
         assert res.history[0]["cost_mean"] > 0.05
+    else:  # every clamped episode counts as feasible, whole weights and float32 sums included
+        assert res.history[0]["feasible_fraction"] == 1.0
 
 
 def test_tiny_search_end_to_end_and_resume(tmp_path):

@@ -594,7 +594,8 @@ def score_function(config: Any, model: Any, variables: dict, splits: Any, reward
     if isinstance(splits.train, StreamedDataset):
         raise ValueError("prune.reward_finetune needs a training split held in memory")
     return reward_finetune.FinetunedScorer(model, variables, splits.train, reward_set, cfg,
-                                           config.finetune, seed=config.seed)
+                                           config.finetune, seed=config.seed,
+                                           calibration_images=evaluator.calibration_images)
 
 
 def search_config(p: Any, budget: float, seed: int) -> SearchConfig:

@@ -278,6 +278,7 @@ class Evaluator:
             lambda a: jax.device_put(a, devices[0]))
         self._variables = jax.tree.map(put, variables)
         self._images, self._labels = images, labels
+        self.calibration_images = calibration_images
         self._calibration = None if calibration_images is None else put(jnp.asarray(calibration_images))
         self._data: dict[int, tuple] = {}
         self._put = put

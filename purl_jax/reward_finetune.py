@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from purl_jax.data import Dataset
+from purl_jax.evaluator import recalibrated
 from purl_jax.masks import Masks, apply_masks
 
 
@@ -56,10 +57,11 @@ def check(cfg: Any) -> None:
 
 class FinetunedScorer:
     """``score(stacked_masks, iteration) -> accuracy[K]`` on ``reward`` after
-    ``steps_at(cfg, iteration)`` masked SGD steps per candidate on batches of ``train``."""
+    ``steps_at(cfg, iteration)`` masked SGD steps per candidate on batches of ``train``
+    (then BatchNorm statistics re-estimated on ``calibration_images``, when given)."""
 
     def __init__(self, model: Any, variables: dict, train: Dataset, reward: Dataset, cfg: Any,
-                 recipe: ml_collections.ConfigDict, *, seed: int = 0):
+                 recipe: ml_collections.ConfigDict, *, seed: int = 0, calibration_images=None):
         from purl_jax import train as train_lib
 
         check(cfg)
@@ -73,6 +75,7 @@ class FinetunedScorer:
         step = functools.partial(train_lib._train_step, model, tx, recipe.label_smoothing)
         self._variables = variables
         self._reward = (jnp.asarray(reward.images), jnp.asarray(reward.labels))
+        self._calibration = None if calibration_images is None else jnp.asarray(calibration_images)
         self._run = jax.jit(functools.partial(_tune_and_score, model, tx, step))
 
     def __call__(self, stacked: Masks, iteration: int) -> np.ndarray:
@@ -80,11 +83,11 @@ class FinetunedScorer:
         rng = np.random.default_rng([self.seed, iteration])
         idx = rng.integers(0, len(self._train), (steps, self.cfg.batch_size))
         batches = (jnp.asarray(self._train.images[idx]), jnp.asarray(self._train.labels[idx]))
-        return np.asarray(self._run(self._variables, stacked, batches, self._reward,
+        return np.asarray(self._run(self._variables, stacked, batches, self._reward, self._calibration,
                                     jax.random.key_data(jax.random.key(self.seed + iteration))))
 
 
-def _tune_and_score(model, tx, step, variables, stacked, batches, reward, rng):
+def _tune_and_score(model, tx, step, variables, stacked, batches, reward, calibration, rng):
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
 
@@ -93,7 +96,10 @@ def _tune_and_score(model, tx, step, variables, stacked, batches, reward, rng):
                      step=jnp.zeros((), jnp.int32), rng=rng)
         state = dict(state, params=apply_masks(params, masks))
         state, _ = jax.lax.scan(lambda s, b: (step(s, masks, *b)[0], None), state, batches)
-        logits = model.apply({"params": state["params"], **state["model_state"]}, reward[0], train=False)
+        tuned = {"params": state["params"], **state["model_state"]}
+        if calibration is not None:  # a few steps move BatchNorm's running averages only a little
+            tuned = recalibrated(model, tuned, calibration)
+        logits = model.apply(tuned, reward[0], train=False)
         return jnp.mean(jnp.argmax(logits, -1) == reward[1])
 
     return jax.lax.map(one, stacked)

@@ -69,3 +69,16 @@ def test_constrained_search_scores_with_reward_finetuning(tmp_path):
                        data, ev)
     out = c.run_constrained(ctx)
     assert out["constrained"]["feasible"] and out["cost"] <= config.prune.budget
+
+
+def test_no_steps_with_calibration_scores_as_the_calibrated_evaluator():
+    model, variables, graph, shape = built("resnet20")
+    rng = np.random.default_rng(1)
+    data = Dataset(rng.normal(size=(8, *shape)).astype(np.float32), rng.integers(0, 10, 8).astype(np.int32))
+    calibration = rng.normal(size=(8, *shape)).astype(np.float32)
+    masks = init_masks(variables["params"], graph)
+    stacked = jax.tree.map(lambda m: np.stack([m, rng.random(m.shape) < 0.3]), masks)
+    ev = Evaluator(model, variables, data.images, data.labels, graph=graph, calibration_images=calibration)
+    scorer = rf.FinetunedScorer(model, variables, data, data, cfg(growth=1.0, batch_size=4), base_config().finetune,
+                                calibration_images=ev.calibration_images)
+    np.testing.assert_allclose(scorer(stacked, 0), ev.evaluate_stacked(stacked).accuracy, atol=1e-6)

@@ -92,9 +92,8 @@ def _tune_and_score(model, tx, step, variables, stacked, batches, reward, calibr
     model_state = {k: v for k, v in variables.items() if k != "params"}
 
     def one(masks):
-        state = dict(params=params, model_state=model_state, opt_state=tx.init(params),
+        state = dict(params=apply_masks(params, masks), model_state=model_state, opt_state=tx.init(params),
                      step=jnp.zeros((), jnp.int32), rng=rng)
-        state = dict(state, params=apply_masks(params, masks))
         state, _ = jax.lax.scan(lambda s, b: (step(s, masks, *b)[0], None), state, batches)
         tuned = {"params": state["params"], **state["model_state"]}
         if calibration is not None:  # a few steps move BatchNorm's running averages only a little

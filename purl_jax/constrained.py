@@ -440,7 +440,8 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     for it in trange(start, cfg.iterations, disable=not progress, desc=f"constrained b={cfg.budget:g}"):
         tic = time.time()
         key_roll, key_update = jax.random.split(jax.random.fold_in(root, it))
-        p = base._replace(upper=jnp.float32(max(cfg.clip(it), clip_floor)))
+        upper = max(cfg.clip(it), clip_floor)
+        p = base._replace(upper=jnp.float32(upper))
         traj, final, last_obs = run(state.params, p, key_roll, cfg.num_envs)
         stacked = build(final.fractions, final.scores)
         costs = np.array([cost_fn(_take(stacked, k)) for k in range(cfg.num_envs)])
@@ -461,7 +462,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
                       cost_mean=float(costs.mean()), cost_min=float(costs.min()),
                       feasible_fraction=float(feasible.mean()), budget=cfg.budget,
                       reward=float(accs.mean()), cost=float(costs.mean()),  # report curves
-                      nu=float(m["nu"]), best_accuracy=best["accuracy"], clip=max(cfg.clip(it), clip_floor),
+                      nu=float(m["nu"]), best_accuracy=best["accuracy"], clip=upper,
                       **{k: float(m[k]) for k in ("pi_loss", "v_loss", "approx_kl", "entropy")},
                       seconds=round(time.time() - tic, 3))
         history.append(record)

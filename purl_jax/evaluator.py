@@ -278,8 +278,7 @@ class Evaluator:
             lambda a: jax.device_put(a, devices[0]))
         self._variables = jax.tree.map(put, variables)
         self._images, self._labels = images, labels
-        self.calibration_images = calibration_images
-        self._calibration = None if calibration_images is None else put(jnp.asarray(calibration_images))
+        self.calibration_images = None if calibration_images is None else put(jnp.asarray(calibration_images))
         self._data: dict[int, tuple] = {}
         self._put = put
         # Memory every call holds anyway: the variables and the data.
@@ -321,10 +320,10 @@ class Evaluator:
         strategy = self._strategy(strategy, LAYER_STRATEGIES)
         masks = set_path(masks, layer.path, None)  # the candidates replace it
         key = lambda s: ("layer", s, layer.path)
-        if self._calibration is not None and strategy in ("fold", "vmap"):
+        if self.calibration_images is not None and strategy in ("fold", "vmap"):
             raise ValueError(f"strategy {strategy!r} cannot re-estimate BatchNorm statistics per candidate; "
                              "use 'map' or 'auto'")
-        plans = ((("map",) if self._calibration is not None else ("fold", "map")) if strategy == "auto"
+        plans = ((("map",) if self.calibration_images is not None else ("fold", "map")) if strategy == "auto"
                  else (strategy,))
         return self._auto(layer_name, k, [key(s) for s in plans], (masks, layer_masks), layer.params)
 
@@ -384,7 +383,7 @@ class Evaluator:
         candidates = list(candidate_args)
         candidates[-1] = jax.tree.map(lambda a: _pad_candidates(jnp.asarray(a), k_pad), candidates[-1])
         fn = self._jit(key, chunk, group)
-        args = (self._variables, self._calibration, *self._padded_data(chunk), *candidates)
+        args = (self._variables, self.calibration_images, *self._padded_data(chunk), *candidates)
         if self._lower_only:
             raise _Lowered(fn.lower(*args).compile())
         accuracy, loss = fn(*args)

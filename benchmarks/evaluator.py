@@ -5,7 +5,8 @@
 
 For each model and K: one-layer candidates at every layer (a layer-by-layer search step),
 the sum of those steps (one episode), and all-layer candidates. Variants are timed
-interleaved, medians of ``--reps`` rounds after a compile call. Useful FLOPs are the work
+interleaved, the best of ``--reps`` rounds after a compile call (as ``timeit``: on a shared
+machine noise only adds time; the spread of the rounds is reported beside it). Useful FLOPs are the work
 that has to be done: for one-layer candidates at layer t, K x cost(layers from t on) +
 cost(layers before t); for all-layer candidates, K full passes. "ideal" is the loop's time
 over the evaluator's if both ran at the loop's FLOP rate, i.e. K full passes over useful
@@ -56,16 +57,16 @@ def timed(fn, reps: int) -> list[float]:
 
 
 def interleaved(variants: dict, reps: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Compiles each variant, then times them in alternating rounds: medians in seconds, and
-    each variant's spread ((slowest - fastest) / median), the timing noise of this run."""
+    """Compiles each variant, then times them in alternating rounds: the best round in seconds,
+    and each variant's spread ((slowest - fastest) / median), the timing noise of this run."""
     for fn in variants.values():
         jax.block_until_ready(fn())
     times = {name: [] for name in variants}
     for _ in range(reps):
         for name, fn in variants.items():
             times[name] += timed(fn, 1)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    return medians, {name: (max(t) - min(t)) / medians[name] for name, t in times.items()}
+    best = {name: min(t) for name, t in times.items()}
+    return best, {name: (max(t) - min(t)) / statistics.median(t) for name, t in times.items()}
 
 
 def matmul_ceiling(reps: int) -> float:
@@ -188,7 +189,7 @@ def markdown(results: dict, command: str) -> str:
         f"Command: `{command}`  ",
         f"Machine: {results['machine']}; f32 matmul ceiling {results['matmul_gflops']:.0f} GFLOP/s; "
         "1-minute load average {:.1f} at the start, {:.1f} at the end. ".format(*results["load"])
-        + "Variants were timed interleaved in one run (medians); spread = (slowest - fastest) / median "
+        + "Variants were timed interleaved in one run (best of the rounds); spread = (slowest - fastest) / median "
         "of the loop's and the evaluator's rounds, the larger of the two: the timing noise of that row, "
         "against which a speedup near 1 is to be read.", "",
         "speedup = loop time / variant time; ideal = K full passes / useful FLOPs; "

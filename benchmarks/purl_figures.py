@@ -37,6 +37,8 @@ def load_config(args: argparse.Namespace, seed: int) -> ml_collections.ConfigDic
     if args.finetune_epochs is not None:
         c.finetune.epochs = args.finetune_epochs
     c.finetune.rounds = args.finetune_rounds
+    if args.episodes is not None:
+        c.prune.episodes = args.episodes
     return c
 
 
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--algorithms", nargs="+", default=["purl", "global"])
     parser.add_argument("--finetune-epochs", type=int, default=None, help="per round")
+    parser.add_argument("--episodes", type=int, default=None, help="PuRL search episodes (default: the config's)")
     parser.add_argument("--finetune-rounds", type=int, default=1, help="gradual pruning rounds")
     args = parser.parse_args()
     args.argv = sys.argv[2:]

@@ -169,6 +169,13 @@ def _over_chunks(logits_fn, images, labels, weights, chunk: int):
     return correct.sum(0), loss.sum(0)
 
 
+def _map(fn, xs):
+    """``lax.map``, without the loop for a single candidate (the loop's own program then)."""
+    if jax.tree.leaves(xs)[0].shape[0] == 1:
+        return jax.tree.map(lambda a: a[None], fn(jax.tree.map(lambda a: a[0], xs)))
+    return jax.lax.map(fn, xs)
+
+
 def _score_one(model, chunk, variables, images, labels, weights):
     """Sums over all images for already masked ``variables``."""
     return _over_chunks(lambda x: _logits(model, variables, x), images, labels, weights, chunk)
@@ -179,7 +186,7 @@ def _score_stacked(model, strategy, chunk, variables, calibration, images, label
     if strategy == "map":
         one = lambda m: _score_one(model, chunk, _prepared(model, _masked(variables, m), calibration),
                                    images, labels, weights)
-        return jax.lax.map(one, stacked)
+        return _map(one, stacked)
     each = jax.vmap(lambda m: _prepared(model, _masked(variables, m), calibration))(stacked)
     logits = lambda x: jax.vmap(lambda v: _logits(model, v, x))(each)
     return _over_chunks(logits, images, labels, weights, chunk)
@@ -198,7 +205,7 @@ def _score_layer(model, strategy, path, chunk, group, variables, calibration, im
     if strategy == "map":
         one = lambda m: _score_one(model, chunk, _prepared(model, with_kernel(jnp.where(m, kernel, 0)),
                                                            calibration), images, labels, weights)
-        return jax.lax.map(one, layer_masks)
+        return _map(one, layer_masks)
     fold_at = path[:-1] if strategy == "fold" else None
 
     def folded(group_masks):

@@ -111,7 +111,7 @@ def baselines(model):
     return jax.jit(single), jax.jit(jax.vmap(single, in_axes=(None, 0, None, None)))
 
 
-def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) -> dict:
+def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int, control_max_k: int = 0) -> dict:
     model, variables, graph, images, labels, masks = setup(name, n)
     ev = Evaluator(model, variables, images, labels, graph=graph)
     single, naive = baselines(model)
@@ -130,15 +130,17 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
                 "evaluator": lambda: ev.evaluate_layer(masks, layer.name, lm),
                 "loop": lambda: [single(variables, c, x, y) for c in cands],
             }
+            if k <= control_max_k:
+                variants["loop_again"] = variants["loop"]
             times, spread = interleaved(variants, reps)
-            mem = {v: peak_mib(fn) for v, fn in variants.items()}
+            mem = {v: peak_mib(fn) for v, fn in variants.items() if v != "loop_again"}
             inputs = mib(variables, x, y, masks, lm)
             step_rows.append(row(layer.name, k, useful, k * full, times, mem, inputs, spread))
             step_rows[-1]["strategy"] = plan(ev, layer.name, k)
             print(json.dumps(step_rows[-1]), flush=True)
         out["layers"] += step_rows
         if step_rows:
-            ep = {v: sum(r["seconds"][v] for r in step_rows) for v in ("evaluator", "loop")}
+            ep = {v: sum(r["seconds"][v] for r in step_rows) for v in step_rows[0]["seconds"]}
             useful = sum(r["useful_gflop"] for r in step_rows) * 1e9
             out["episode"].append(row("episode", k, useful, k * full * len(step_rows), ep, {}))
             print(json.dumps(out["episode"][-1]), flush=True)
@@ -148,8 +150,10 @@ def bench_model(name: str, n: int, ks, reps: int, layer_ks, naive_max_k: int) ->
                     "loop": lambda: [single(variables, c, x, y) for c in cands]}
         if k <= naive_max_k:
             variants["naive_vmap"] = lambda: naive(variables, stacked, x, y)
+        if k <= control_max_k:
+            variants["loop_again"] = variants["loop"]
         times, spread = interleaved(variants, reps)
-        mem = {v: peak_mib(fn) for v, fn in variants.items()}
+        mem = {v: peak_mib(fn) for v, fn in variants.items() if v != "loop_again"}
         inputs = mib(variables, x, y, stacked)
         out["stacked"].append(row("all layers", k, k * full, k * full, times, mem, inputs, spread))
         out["stacked"][-1]["strategy"] = plan(ev, "all layers", k)
@@ -191,7 +195,9 @@ def markdown(results: dict, command: str) -> str:
         "1-minute load average {:.1f} at the start, {:.1f} at the end. ".format(*results["load"])
         + "Variants were timed interleaved in one run (best of the rounds); spread = (slowest - fastest) / median "
         "of the loop's and the evaluator's rounds, the larger of the two: the timing noise of that row, "
-        "against which a speedup near 1 is to be read.", "",
+        "against which a speedup near 1 is to be read. loop A/A (rows with K <= --control-max-k): the loop "
+        "timed a second time as if it were another variant, loop / loop again: what a ratio between two "
+        "identical programs looks like in this run.", "",
         "speedup = loop time / variant time; ideal = K full passes / useful FLOPs; "
         "% ideal = evaluator speedup / ideal; GFLOP/s counts useful FLOPs; "
         "working = growth of the peak resident memory during one call, inputs already resident (see the "
@@ -202,14 +208,16 @@ def markdown(results: dict, command: str) -> str:
     for model, res in results["models"].items():
         lines += [f"### {model} ({res['images']} images, {res['full_pass_gflop']:.2f} GFLOP per full pass)", "",
                   "| case | K | cand/s eval | cand/s loop | cand/s naive vmap | GFLOP/s eval | GFLOP/s loop "
-                  "| speedup | spread | ideal | % ideal | working MiB eval / loop / naive | inputs MiB | total eval / loop |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| speedup | loop A/A | spread | ideal | % ideal | working MiB eval / loop / naive | inputs MiB "
+                  "| total eval / loop |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["episode"] + res["stacked"] + res["layers"]:
             c, g, p = r["candidates_per_s"], r["gflop_per_s"], r["peak_mib"]
             lines.append(
                 f"| {r['what']}{' (' + r['strategy'] + ')' if 'strategy' in r else ''} | {r['k']} | {c['evaluator']:.1f} | {c['loop']:.1f} | "
                 f"{c.get('naive_vmap', float('nan')):.1f} | {g['evaluator']:.0f} | {g['loop']:.0f} | "
                 f"{r['speedup_vs_loop']['evaluator']:.2f} | "
+                + (f"{r['speedup_vs_loop']['loop_again']:.2f} | " if "loop_again" in r["seconds"] else "- | ")
                 + (f"{100 * max(r['spread'].get(v, 0) for v in ('evaluator', 'loop')):.0f}%" if r.get("spread") else "-")
                 + f" | {r['ideal_speedup']:.2f} | "
                 f"{100 * r['fraction_of_ideal']:.0f}% | "
@@ -241,7 +249,10 @@ def main() -> None:
                    help="per model, the largest K for one-layer candidates (default: all)")
     p.add_argument("--naive-max-k", type=int, default=16, help="skip the naive vmap above this K (memory)")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--control-max-k", type=int, default=0,
+                   help="time the loop twice (an A/A control of the timing noise) for K up to this")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--out", default=None, help="write the JSON here and leave BENCHMARKS.md alone")
     args = p.parse_args()
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # see the docstring: peak memory
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
@@ -261,12 +272,14 @@ def main() -> None:
             results["notes"].append(f"- {name}: one-layer candidates measured for K <= {max_k} only "
                                     "(the loop baseline at larger K takes too long on this shared CPU).")
         results["models"][name] = bench_model(name, args.images[i], args.ks, args.reps, layer_ks,
-                                              args.naive_max_k)
+                                              args.naive_max_k, args.control_max_k)
     results["load"].append(os.getloadavg()[0])
     results["notes"].append(f"- naive vmap measured for K <= {args.naive_max_k} only (its memory grows fast).")
     command = "python benchmarks/evaluator.py " + " ".join(sys.argv[1:])
     print(markdown(results, command))
-    if not args.no_write:
+    if args.out:
+        Path(args.out).write_text(json.dumps({**results, "command": command}, indent=1))
+    elif not args.no_write:
         out = ROOT / "benchmarks" / "results" / f"evaluator_{jax.devices()[0].platform}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))

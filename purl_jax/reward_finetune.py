@@ -7,8 +7,8 @@ fine-tuning recipe's masked step, ``train._train_step``), and only then is score
 reward set. The number of steps grows over the search (``growth`` per iteration, up to
 ``max_steps``): early, cheap rewards sort out the obviously bad allocations; later ones
 are closer to what full fine-tuning will make of a candidate. All candidates of an
-iteration run in one jitted call (a ``lax.map`` over candidates, a ``lax.scan`` over
-steps), on the same training batches.
+iteration run in one jitted call (a ``lax.map`` over candidates, a loop over steps whose
+count is an argument, so a growing count does not recompile), on the same training batches.
 """
 
 from __future__ import annotations
@@ -81,20 +81,22 @@ class FinetunedScorer:
     def __call__(self, stacked: Masks, iteration: int) -> np.ndarray:
         steps = steps_at(self.cfg, iteration)
         rng = np.random.default_rng([self.seed, iteration])
-        idx = rng.integers(0, len(self._train), (steps, self.cfg.batch_size))
+        # Batches for the next power of two of steps, of which the loop takes ``steps``: the
+        # program compiles once per doubling, not once per step count.
+        idx = rng.integers(0, len(self._train), (1 << max(steps - 1, 0).bit_length(), self.cfg.batch_size))
         batches = (jnp.asarray(self._train.images[idx]), jnp.asarray(self._train.labels[idx]))
-        return np.asarray(self._run(self._variables, stacked, batches, self._reward, self._calibration,
-                                    jax.random.key_data(jax.random.key(self.seed + iteration))))
+        return np.asarray(self._run(self._variables, stacked, jnp.int32(steps), batches, self._reward,
+                                    self._calibration, jax.random.key_data(jax.random.key(self.seed + iteration))))
 
 
-def _tune_and_score(model, tx, step, variables, stacked, batches, reward, calibration, rng):
+def _tune_and_score(model, tx, step, variables, stacked, steps, batches, reward, calibration, rng):
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
 
     def one(masks):
         state = dict(params=apply_masks(params, masks), model_state=model_state, opt_state=tx.init(params),
                      step=jnp.zeros((), jnp.int32), rng=rng)
-        state, _ = jax.lax.scan(lambda s, b: (step(s, masks, *b)[0], None), state, batches)
+        state = jax.lax.fori_loop(0, steps, lambda i, s: step(s, masks, batches[0][i], batches[1][i])[0], state)
         tuned = {"params": state["params"], **state["model_state"]}
         if calibration is not None:  # a few steps move BatchNorm's running averages only a little
             tuned = recalibrated(model, tuned, calibration)

@@ -23,6 +23,15 @@ SMALL_INPUTS = {
     "mobilenet_v2": (32, 32, 3),
 }
 
+# Deeper members of a family that a shallower model already covers (same blocks, more of
+# them): their zoo-wide tests run with ``-m slow``, as CI's second pass does.
+DEEPER = frozenset({"vgg13", "vgg19", "resnet34", "resnet56"})
+
+
+def zoo(slow=DEEPER) -> list:
+    """Every model name, those in ``slow`` marked slow, for ``parametrize``."""
+    return [pytest.param(m, marks=pytest.mark.slow) if m in slow else m for m in SMALL_INPUTS]
+
 
 @functools.cache
 def built(name: str, num_classes: int = 10):

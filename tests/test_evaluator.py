@@ -13,17 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import built
+from conftest import DEEPER, built, zoo
 from purl_jax.evaluator import CPU_ROWS, FOLD_BYTES_PER_WEIGHT, Evaluator, Scores, recalibrated
 from purl_jax.masks import (MaskError, MaskPolicy, apply_masks, channel_masks_to_masks, get_path, init_channel_masks,
                             init_masks, set_path)
 
 N = 6  # images: small, and not a multiple of the micro-batches below
 ALL = MaskPolicy(exclude_first=False, exclude_last=False)
-SLOW = {"resnet56", "resnet34", "resnet50", "vgg19", "mobilenet_v2"}
-MODELS = [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in
-          ["lenet_300_100", "lenet5", "vgg11", "vgg13", "vgg16", "vgg19", "resnet20", "resnet32",
-           "resnet56", "resnet18", "resnet34", "resnet50", "mobilenet_v2"]]
+MODELS = zoo(DEEPER | {"vgg16", "resnet32", "resnet50", "mobilenet_v2"})
 
 
 def data(shape, n=N, seed=2):
@@ -104,6 +101,20 @@ def test_layer_strategies_agree_with_sequential(name, strategy):
     masks = random_masks(init_masks(variables["params"], graph), 0)  # first and last layer unmasked
     layers = graph.layers if name == "lenet5" else first_middle_last(graph)
     check_layers(ev, model, variables, masks, layers, images, labels, k=3, strategy=strategy)
+
+
+@pytest.mark.parametrize("strategy", ["fold", "vmap", "map"])
+def test_a_single_candidate(strategy):
+    """K = 1 skips the candidate loop (``map``): the same scores as the sequential evaluation."""
+    model, variables, graph, shape = built("lenet5")
+    images, labels = data(shape)
+    ev = Evaluator(model, variables, images, labels, graph=graph, batch_size=4)
+    masks = random_masks(init_masks(variables["params"], graph, ALL), 0)
+    check_layers(ev, model, variables, masks, graph.layers[:2], images, labels, k=1, strategy=strategy)
+    if strategy != "fold":
+        stacked = random_masks(masks, 5, k=1)
+        expected = [reference(model, variables, unstack(stacked, 0), images, labels)]
+        assert_matches(ev.evaluate_stacked(stacked, strategy=strategy), expected)
 
 
 @pytest.mark.parametrize("name", ["lenet5", "resnet20"])

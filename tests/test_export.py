@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import SMALL_INPUTS, built
+from conftest import built, zoo
 from purl_jax import masks as M
 from purl_jax.export import ExportError, compact, load_export, save_export, sparse_storage
 from purl_jax.graph import analyze
@@ -17,7 +17,7 @@ def _random_channel_masks(graph, seed=3):
             for k, (n, m) in zip(keys, cm.items())}
 
 
-@pytest.mark.parametrize("name", sorted(SMALL_INPUTS))
+@pytest.mark.parametrize("name", zoo())
 def test_compact_model_equals_masked_model(name):
     model, v, graph, shape = built(name)
     cm = _random_channel_masks(graph)

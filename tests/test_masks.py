@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import SMALL_INPUTS, built
+from conftest import built, zoo
 from purl_jax import masks as M
 
 
@@ -67,7 +67,7 @@ def test_global_magnitude_hits_target_and_min_keep_prevents_collapse():
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), jitted, masks))
 
 
-@pytest.mark.parametrize("name", sorted(SMALL_INPUTS))
+@pytest.mark.parametrize("name", zoo())
 def test_pruned_channels_are_exactly_zero_wherever_they_flow(name):
     model, v, graph, shape = built(name)
     policy = M.MaskPolicy(exclude_first=False)

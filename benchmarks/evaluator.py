@@ -228,15 +228,24 @@ def markdown(results: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+GENERATED_END = "<!-- evaluator.py writes the lines above; the notes below are kept -->\n"
+
+
 def write_section(path: Path, section: str) -> None:
-    """Replaces (or appends) the ``## Evaluator`` section, leaving other sections alone."""
+    """Replaces (or appends) the generated part of the ``## Evaluator`` section: up to
+    ``GENERATED_END``, or to the next section. Other sections and the notes stay."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     start = text.find("## Evaluator")
     if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
+        text = text.rstrip("\n") + "\n\n" + section + GENERATED_END
     else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+        end = text.find(GENERATED_END, start)
+        if end >= 0:
+            end += len(GENERATED_END)
+        else:
+            end = text.find("\n## ", start + 1)
+            end = len(text) if end < 0 else end + 1
+        text = text[:start] + section + GENERATED_END + text[end:]
     path.write_text(text)
 
 

@@ -1,4 +1,4 @@
-"""PuRL on ResNet-20 / Fashion-MNIST towards 90% sparsity (hours on 2 CPU cores; a GPU run).
+"""PuRL on ResNet-20 / Fashion-MNIST towards 90% sparsity (hours on 2 CPU cores).
 
     purl-jax prune --config configs/resnet20_fmnist_purl.py --workdir runs/resnet20_purl \
         --config.data_dir=../shared/data/fashion_mnist

@@ -254,13 +254,12 @@ def test_configs_build(name):
 def test_paper_configs_one_step_on_mock_data(name, shape, tmp_path):
     """The whole ``run_constrained`` path for one iteration on small random arrays."""
     from purl_jax.data import Dataset, Splits
+    from purl_jax.graph import analyze
     from purl_jax.search import PruneContext
 
     config = _load(name)
     config.prune.update(iterations=1, num_envs=2, progress=False, reward_set_size=8)
     config.prune.ppo.update(epochs=1, num_minibatches=1)
-    from purl_jax.graph import analyze
-
     model, variables, _, _ = built(config.model)
     graph = analyze(model, variables, shape)  # costs at this test's input size
     rng = np.random.default_rng(0)

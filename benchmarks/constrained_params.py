@@ -24,9 +24,8 @@ import numpy as np
 
 from purl_jax import baselines, constrained as c, train
 from purl_jax.budgets import get_cost
-from purl_jax.data import reward_subset
-from purl_jax.search import reward_evaluator
-from purl_jax.masks import MaskPolicy, init_masks, masked_layers
+from purl_jax.masks import masked_layers
+from purl_jax.search import prune_context
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py"
 
@@ -55,14 +54,11 @@ def main() -> None:
     config.prune.update(iterations=args.iterations, progress=False)
     root = Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
-    model, _, splits, graph = train.setup(config)
-    variables = train.load_dense(config, root)
-    params = variables["params"]
-    base = init_masks(params, graph, MaskPolicy(**dict(config.mask_policy)))
+    ctx = prune_context(config, root)
+    model, variables, splits, graph, base = ctx.model, ctx.variables, ctx.splits, ctx.graph, ctx.base_masks
+    reward, ev, params = ctx.reward_set, ctx.evaluator, ctx.variables["params"]
     cost_fn = get_cost("params", variables=variables)
     problem = c.make_problem(params, graph, base, max_fraction=config.prune.max_fraction)
-    reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
-    ev = reward_evaluator(config, model, variables, splits, graph, reward)
     score = c.score_function(config, model, variables, splits, reward, ev)
     dense_test = train.evaluate_dataset(model, variables, splits.test)["accuracy"]
 

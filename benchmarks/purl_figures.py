@@ -25,9 +25,7 @@ import ml_collections
 import numpy as np
 
 from purl_jax import train
-from purl_jax.search import PruneContext, prune, reward_evaluator, run_purl
-from purl_jax.data import reward_subset
-from purl_jax.masks import MaskPolicy, init_masks
+from purl_jax.search import prune, prune_context, run_purl
 
 
 def load_config(args: argparse.Namespace, seed: int) -> ml_collections.ConfigDict:
@@ -37,6 +35,8 @@ def load_config(args: argparse.Namespace, seed: int) -> ml_collections.ConfigDic
     if args.finetune_epochs is not None:
         c.finetune.epochs = args.finetune_epochs
     c.finetune.rounds = args.finetune_rounds
+    if args.distill is not None:
+        c.finetune.distill = args.distill
     if args.episodes is not None:
         c.prune.episodes = args.episodes
     return c
@@ -78,15 +78,8 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def search_only(config: ml_collections.ConfigDict, workdir: Path) -> list[dict]:
-    """The PuRL search of ``prune`` without fine-tuning (same context construction)."""
-    model, variables_init, splits, graph = train.setup(config)
-    reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
-    base = init_masks(variables_init["params"], graph, MaskPolicy(**dict(config.mask_policy)))
-    variables = train.load_dense(config, workdir)
-    evaluator = reward_evaluator(config, model, variables, splits, graph, reward_set)
-    ctx = PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
-                       evaluator)
-    run_purl(ctx)
+    """The PuRL search of ``prune`` without fine-tuning."""
+    run_purl(prune_context(config, workdir))
     return [json.loads(l) for l in (workdir / "search" / "episodes.jsonl").read_text().splitlines()]
 
 
@@ -133,6 +126,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=None, help="per round")
     parser.add_argument("--episodes", type=int, default=None, help="PuRL search episodes (default: the config's)")
     parser.add_argument("--finetune-rounds", type=int, default=1, help="gradual pruning rounds")
+    parser.add_argument("--distill", type=float, default=None,
+                        help="share of the fine-tuning loss distilled from the dense model")
     args = parser.parse_args()
     args.argv = sys.argv[2:]
     (compare if args.figure == "compare" else reward_modes)(args)

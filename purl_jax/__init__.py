@@ -48,6 +48,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "prune": "purl_jax.search",
+    "prune_context": "purl_jax.search",
+    "PruneContext": "purl_jax.search",
     "register_algorithm": "purl_jax.search",
     "PruneError": "purl_jax.search",
     "purl_search": "purl_jax.search",

@@ -331,7 +331,7 @@ def finetune(ctx: PruneContext, masks: Masks, workdir: epath.Path) -> tuple[dict
     config, trainer = ctx.config, ctx.trainer or _trainer()
     run = lambda variables, m, where, desc: trainer.fit(
         ctx.model, variables, ctx.splits, config.finetune, masks=m, workdir=where, seed=config.seed,
-        desc=desc, augment=trainer.get_augment(config))
+        desc=desc, augment=trainer.get_augment(config), teacher=ctx.variables)
     rounds = config.finetune.rounds
     if rounds == 1:
         variables, history = run(ctx.variables, masks, workdir, "finetune")
@@ -346,6 +346,24 @@ def finetune(ctx: PruneContext, masks: Masks, workdir: epath.Path) -> tuple[dict
     return variables, history, masks
 
 
+def prune_context(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                  trainer: Any = None) -> PruneContext:
+    """What a search needs from ``config``: the model, the dense variables (loaded, or
+    trained in ``workdir/dense``), the data, the prunable layers and the reward evaluator."""
+    trainer = trainer or _trainer()
+    workdir = files.path(workdir)
+    model, variables_init, splits, graph = trainer.setup(config)
+    reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
+    base = init_masks(variables_init["params"], graph, MaskPolicy(**dict(config.mask_policy)))
+    if not masked_layers(base, graph):
+        raise PruneError("config.mask_policy leaves no layer to prune")
+    variables = trainer.load_dense(config, workdir)
+    check_matches(variables, variables_init, where=config.dense_checkpoint or str(workdir / "dense"))
+    evaluator = reward_evaluator(config, model, variables, splits, graph, reward_set)
+    return PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
+                        evaluator, trainer)
+
+
 def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
           trainer: Any = None) -> dict:
     """``purl-jax prune``: search masks with ``config.prune.algorithm``, fine-tune them
@@ -358,23 +376,14 @@ def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     from purl_jax import report
 
     validate(config)
-    trainer = trainer or _trainer()
     workdir = files.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
     start = time.time()
-    model, variables_init, splits, graph = trainer.setup(config)
-    reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
-    base = init_masks(variables_init["params"], graph, MaskPolicy(**dict(config.mask_policy)))
-    if not masked_layers(base, graph):
-        raise PruneError("config.mask_policy leaves no layer to prune")
-    variables = trainer.load_dense(config, workdir)
-    check_matches(variables, variables_init, where=config.dense_checkpoint or str(workdir / "dense"))
-    eval_bs = config.train.eval_batch_size
+    ctx = prune_context(config, workdir, trainer=trainer)
+    model, variables, splits, graph, evaluator = ctx.model, ctx.variables, ctx.splits, ctx.graph, ctx.evaluator
+    trainer, eval_bs = ctx.trainer, config.train.eval_batch_size
     dense_test = trainer.evaluate_dataset(model, variables, splits.test, batch_size=eval_bs)
-    evaluator = reward_evaluator(config, model, variables, splits, graph, reward_set)
-    ctx = PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
-                       evaluator, trainer)
     t_search = time.time()
     found = get_algorithm(config.prune.algorithm)(ctx)
     search_seconds = time.time() - t_search

@@ -76,6 +76,9 @@ def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:
         schedule="cosine", warmup_epochs=0, epochs=10, batch_size=128, label_smoothing=0.0,
         eval_batch_size=1000, checkpoint_every_steps=1000))
     c.finetune = ml_collections.ConfigDict(c.train.to_dict())
+    # > 0: that share of the loss is distillation from the dense model (``distillation_loss``)
+    c.finetune.distill = 0.0
+    c.finetune.distill_temperature = 4.0
     c.finetune.rounds = 1  # > 1: gradual pruning over that many rounds (search.finetune)
     c.dense_checkpoint = ""
     return c
@@ -140,10 +143,23 @@ def _split(variables: Mapping) -> tuple[Any, dict]:
     return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
 
+def distillation_loss(logits: jax.Array, teacher_logits: jax.Array, temperature: float) -> jax.Array:
+    """Mean KL(teacher || student) of the temperature-softened outputs, times T^2 so its
+    gradient keeps the scale of the cross-entropy's as T changes (Hinton et al. 2015)."""
+    log_p = jax.nn.log_softmax(logits / temperature)
+    log_q = jax.nn.log_softmax(teacher_logits / temperature)
+    return temperature ** 2 * optax.losses.kl_divergence_with_log_targets(log_p, log_q).mean()
+
+
 def _train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                 label_smoothing: float, state: dict, masks: Masks,
-                images: jax.Array, labels: jax.Array) -> tuple[dict, dict]:
+                images: jax.Array, labels: jax.Array, teacher: dict | None = None,
+                distill: tuple[float, float] = (0.0, 1.0)) -> tuple[dict, dict]:
+    """One masked step. With ``teacher`` variables, ``distill = (share, temperature)``
+    mixes ``distillation_loss`` from the teacher's logits into the cross-entropy."""
     rng, dropout = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+    teacher_logits = None if teacher is None else jax.lax.stop_gradient(
+        model.apply(teacher, images, train=False))
 
     def loss_fn(params):
         logits, new_model_state = model.apply(
@@ -151,6 +167,9 @@ def _train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
             mutable=list(state["model_state"]), rngs={"dropout": dropout})
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
         loss = optax.softmax_cross_entropy(logits, targets).mean()
+        if teacher_logits is not None:
+            share, temperature = distill
+            loss = (1 - share) * loss + share * distillation_loss(logits, teacher_logits, temperature)
         return loss, (logits, new_model_state)
 
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -270,14 +289,22 @@ def _log(workdir: epath.Path | None, record: dict) -> None:
 
 def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.ConfigDict, *,
         masks: Masks = None, workdir: str | os.PathLike | None = None, seed: int = 0,
-        desc: str = "train", augment: Augment | None = None) -> tuple[dict, list[dict]]:
+        desc: str = "train", augment: Augment | None = None,
+        teacher: Mapping | None = None) -> tuple[dict, list[dict]]:
     """Trains ``variables`` for ``cfg.epochs`` on ``data.train``; returns the final variables
     (masked when ``masks`` is given) and one metrics dict per epoch (with validation).
+
+    ``cfg.distill`` > 0 (a fine-tuning recipe's option) distils from ``teacher``, by
+    default the unmasked ``variables`` given: for fine-tuning, the dense model.
 
     With ``workdir``, checkpoints go to ``workdir/checkpoints/<desc>`` and a run that finds
     one there resumes from it; epoch metrics are appended to ``workdir/metrics.jsonl``.
     """
     params, model_state = _split(variables)
+    share = cfg.get("distill", 0.0)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"distill must be in [0, 1], got {share}")
+    teacher = (jax.tree.map(jnp.asarray, dict(teacher or variables))) if share > 0 else None
     if masks is not None:
         check_masks(params, masks)
         params = apply_masks(params, masks)
@@ -296,6 +323,7 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
     # Copied first: the step donates the state, which must not delete the caller's arrays.
     state = _replicate(jax.tree.map(jnp.array, state), replicated)
     masks = None if masks is None else _replicate(masks, replicated)
+    teacher = None if teacher is None else _replicate(teacher, replicated)
     history: list[dict] = []
 
     workdir = None if workdir is None else files.path(workdir)
@@ -319,7 +347,8 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
             ckpt.save(mngr, step, dict(state, masks=ckpt.flat_masks(masks)),
                       dict(config=meta_config, history=history, finished=step >= total_steps))
 
-    train_step = jax.jit(partial(_train_step, model, tx, cfg.label_smoothing),
+    train_step = jax.jit(partial(_train_step, model, tx, cfg.label_smoothing,
+                                 distill=(share, cfg.get("distill_temperature", 1.0))),
                          donate_argnums=0, out_shardings=replicated)
     lr = learning_rate_schedule(cfg, steps_per_epoch)
     step = int(state["step"])
@@ -332,7 +361,7 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
             bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                        unit="step", mininterval=2.0, leave=False)
             for i, batch in enumerate(batches, skip):
-                state, metrics = train_step(state, masks, *_put_batch(batch, sharded))
+                state, metrics = train_step(state, masks, *_put_batch(batch, sharded), teacher)
                 sums = sums + jnp.stack([metrics["loss"], metrics["accuracy"]])
                 step += 1
                 bar.update()

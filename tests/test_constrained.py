@@ -297,7 +297,7 @@ def _fake_trainer():
     fits = []
 
     def fit(model, variables, data, cfg, *, masks=None, workdir=None, seed=0, desc="train",
-            augment=None):
+            augment=None, teacher=None):
         fits.append(dict(workdir=workdir, augment=augment))
         return {**variables, "params": apply_masks(variables["params"], masks)}, []
 

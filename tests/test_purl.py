@@ -258,7 +258,7 @@ def fake_trainer(dense_features=(16, 8)):
         return init(dense_features)[1]
 
     def fit(model, variables, data, cfg, *, masks=None, workdir=None, seed=0, desc="train",
-            augment=None):
+            augment=None, teacher=None):
         from purl_jax.masks import apply_masks
         return {**variables, "params": apply_masks(variables["params"], masks)}, []
 

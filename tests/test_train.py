@@ -93,6 +93,35 @@ def _get(tree, path):
     return tree
 
 
+def test_distillation_loss_is_scaled_kl():
+    s, t = jnp.array([[1.0, 2.0, 0.5]]), jnp.array([[0.0, 3.0, -1.0]])
+    assert float(train_lib.distillation_loss(t, t, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    p, q = jax.nn.softmax(s / 2.0), jax.nn.softmax(t / 2.0)
+    kl = float(jnp.sum(q * (jnp.log(q) - jnp.log(p))))
+    assert float(train_lib.distillation_loss(s, t, 2.0)) == pytest.approx(4.0 * kl, rel=1e-5)
+
+
+def test_fine_tuning_with_distill_follows_the_teacher_not_the_labels():
+    """A teacher trained on shifted labels ((y + 1) mod 4): with ``distill = 1`` the student
+    learns the teacher's answers, with 0 the labels'."""
+    model, variables, graph = tiny_mlp()
+    data = tiny_splits(n=256)
+    shifted = lambda d: Dataset(d.images, (d.labels + 1) % 4)
+    wrong = Splits("tiny", shifted(data.train), shifted(data.validation), shifted(data.test), 4,
+                   (0.0,), (1.0,))
+    teacher, _ = train_lib.fit(model, variables, wrong, tiny_cfg(epochs=8))
+    masks = magnitude_masks(variables["params"], init_masks(variables["params"], graph), graph, 0.3)
+    agree = {}
+    for share in (0.0, 1.0):
+        out, _ = train_lib.fit(model, variables, data, tiny_cfg(epochs=8, distill=share, distill_temperature=1.0),
+                               masks=masks, teacher=teacher)
+        agree[share] = train_lib.evaluate_dataset(model, out, wrong.train, masks=masks)["accuracy"]
+    assert train_lib.evaluate_dataset(model, teacher, wrong.train)["accuracy"] > 0.7
+    assert agree[1.0] > 0.7 and agree[0.0] < 0.3, agree
+    with pytest.raises(ValueError, match="distill"):
+        train_lib.fit(model, variables, data, tiny_cfg(distill=1.5))
+
+
 def test_optimizer_and_schedule_reject_unknown_names():
     with pytest.raises(ValueError, match="optimizer"):
         train_lib.make_optimizer(tiny_cfg(optimizer="rmsprop"), 10)

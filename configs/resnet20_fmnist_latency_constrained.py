@@ -3,9 +3,10 @@
     purl-jax prune --config configs/resnet20_fmnist_latency_constrained.py \
         --workdir runs/resnet20_fmnist_latency --config.data_dir=../shared/data/fashion_mnist
 
-Channel actions; the cost is ``constrained.layer_latency_cost``: every conv / dense layer
-timed on this machine at its kept channel counts (a lookup table filled as architectures
-appear), relative to dense; budget 0.6. It is measured, noisy and not additive, which is
+Channel actions (``"channel_l1"``, as the FLOPs config); the cost is
+``constrained.layer_latency_cost``: every conv / dense layer timed on this machine at its
+kept channel counts (a lookup table filled as architectures appear), relative to dense;
+budget 0.6. It is measured, noisy and not additive, which is
 what the Lagrangian and the measured projection are for. ``prune.cost = "latency"``
 times the whole masked model instead (only useful where the backend skips zeros).
 Expected: measured latency <= 0.6 of dense (guaranteed), accuracy near the FLOPs config's.
@@ -19,7 +20,7 @@ from purl_jax.train import load_config
 
 def get_config():
     c = load_config(Path(__file__).with_name("resnet20_fmnist.py"))  # the dense recipe
-    c.prune = constrained_defaults(0.6, cost="layer_latency", action="channel", iterations=40,
+    c.prune = constrained_defaults(0.6, cost="layer_latency", action="channel_l1", iterations=40,
                                    num_envs=16)
     c.prune.reward_set_size = 500
     c.prune.bn_calibration = 128  # BN statistics per candidate: 90%-pruned 10% -> 69% before FT

@@ -25,7 +25,7 @@ SMALL_INPUTS = {
 
 # Deeper members of a family that a shallower model already covers (same blocks, more of
 # them): their zoo-wide tests run with ``-m slow``, as CI's second pass does.
-DEEPER = frozenset({"vgg13", "vgg19", "resnet34", "resnet56"})
+DEEPER = frozenset({"vgg13", "vgg16", "vgg19", "resnet32", "resnet34", "resnet56"})
 
 
 def zoo(slow=DEEPER) -> list:

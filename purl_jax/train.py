@@ -348,7 +348,7 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
                       dict(config=meta_config, history=history, finished=step >= total_steps))
 
     train_step = jax.jit(partial(_train_step, model, tx, cfg.label_smoothing,
-                                 distill=(share, cfg.get("distill_temperature", 1.0))),
+                                 distill=(share, cfg.get("distill_temperature", 4.0))),
                          donate_argnums=0, out_shardings=replicated)
     lr = learning_rate_schedule(cfg, steps_per_epoch)
     step = int(state["step"])

@@ -304,7 +304,7 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
     share = cfg.get("distill", 0.0)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"distill must be in [0, 1], got {share}")
-    teacher = (jax.tree.map(jnp.asarray, dict(teacher or variables))) if share > 0 else None
+    teacher = (variables if teacher is None else teacher) if share > 0 else None
     if masks is not None:
         check_masks(params, masks)
         params = apply_masks(params, masks)

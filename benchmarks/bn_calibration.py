@@ -31,9 +31,9 @@ def main() -> None:
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
     ap.add_argument("--calibration", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+    args, overrides = ap.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
 
-    config = train.load_config(args.config)
+    config = train.load_config(args.config, overrides)
     config.dense_checkpoint = args.dense
     model, _, splits, graph = train.setup(config)
     variables = train.load_dense(config, tempfile.mkdtemp())

@@ -64,8 +64,6 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--action", default="channel_l1", choices=["channel_l1", "channel"],
                     help="channel_l1: a fraction per group, by L1 norm; channel: a keep value per channel")
-    ap.add_argument("--lagrangian", choices=["adam", "pid"], default=None,
-                    help="the multiplier's update (default: the config's)")
     ap.add_argument("--prune-first", action="store_true",
                     help="prune the first layer's channels too (the LeNet-5 runs: groups conv1, conv2, fc1)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -75,14 +73,12 @@ def main() -> None:
                     help="images per timed call: LeNet-5's layers are overhead-bound at small batches")
     ap.add_argument("--latency_levels", type=int, default=8,
                     help="channel counts rounded up to n / levels steps in the latency table")
-    args = ap.parse_args()
+    args, overrides = ap.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
 
-    config = train.load_config(args.config)
+    config = train.load_config(args.config, overrides)
     config.dense_checkpoint = args.dense
     config.finetune.epochs = args.finetune_epochs
     config.prune.update(iterations=args.iterations, progress=False, action=args.action, cost=args.cost)
-    if args.lagrangian:
-        config.prune.ppo.lagrangian = args.lagrangian
     root = Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
     model, _, splits, graph = train.setup(config)

@@ -46,9 +46,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--finetune_epochs", type=int, default=1)
-    args = ap.parse_args()
+    args, overrides = ap.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
 
-    config = train.load_config(args.config)
+    config = train.load_config(args.config, overrides)
     config.dense_checkpoint = args.dense
     config.finetune.epochs = args.finetune_epochs
     config.prune.update(iterations=args.iterations, progress=False)

@@ -29,14 +29,12 @@ from purl_jax.search import prune, prune_context, run_purl
 
 
 def load_config(args: argparse.Namespace, seed: int) -> ml_collections.ConfigDict:
-    c = train.load_config(args.config)
+    c = train.load_config(args.config, args.overrides)
     c.seed, c.dense_checkpoint = seed, str(Path(args.dense).resolve())
     c.prune.progress, c.prune.baseline_curves = False, False
     if args.finetune_epochs is not None:
         c.finetune.epochs = args.finetune_epochs
     c.finetune.rounds = args.finetune_rounds
-    if args.distill is not None:
-        c.finetune.distill = args.distill
     if args.episodes is not None:
         c.prune.episodes = args.episodes
     return c
@@ -126,9 +124,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=None, help="per round")
     parser.add_argument("--episodes", type=int, default=None, help="PuRL search episodes (default: the config's)")
     parser.add_argument("--finetune-rounds", type=int, default=1, help="gradual pruning rounds")
-    parser.add_argument("--distill", type=float, default=None,
-                        help="share of the fine-tuning loss distilled from the dense model")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
+    args.overrides = overrides
     args.argv = sys.argv[2:]
     (compare if args.figure == "compare" else reward_modes)(args)
 

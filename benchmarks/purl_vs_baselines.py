@@ -11,12 +11,11 @@ shared. Writes one JSON line per run to benchmarks/results/purl_vs_baselines.jso
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 from purl_jax.search import prune
-from purl_jax.train import train_and_evaluate
+from purl_jax.train import load_config, train_and_evaluate
 
 ALGORITHMS = ("purl", "global", "global_min", "uniform", "random")
 
@@ -29,15 +28,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "purl_vs_baselines.jsonl"))
-    args = parser.parse_args()
-    spec = importlib.util.spec_from_file_location("config", args.config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    args, overrides = parser.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
     workdir = Path(args.workdir).resolve()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        config = module.get_config()
+        config = load_config(args.config, overrides)
         config.seed = seed
         dense_dir = workdir / f"dense_seed{seed}"
         if not config.dense_checkpoint:

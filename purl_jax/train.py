@@ -22,7 +22,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,32 @@ from purl_jax.masks import Masks, apply_masks, check_masks
 from purl_jax.models import get_model
 
 
-def load_config(path: str | Path) -> ml_collections.ConfigDict:
-    """``get_config()`` of a config file, so a search config can extend its dense recipe."""
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """``get_config()`` of a config file, so a search config can extend its dense recipe.
+
+    ``overrides`` are ``--config.a.b=value`` strings, parsed as ``purl-jax train/prune`` parse
+    them, so a benchmark script takes the same overrides as the command line.
+    """
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    config = module.get_config()
+    if not overrides:
+        return config
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["load_config", *overrides]
+    values = flags.FlagValues()
+    try:
+        if not all(o.startswith("--config.") for o in overrides):
+            raise flags.Error("expected --config.<field>=<value>")
+        config_flags.DEFINE_config_dict("config", config, flag_values=values, sys_argv=argv)
+        values(argv)
+    except (flags.Error, AttributeError) as e:
+        unknown = "unknown field " if isinstance(e, AttributeError) else ""
+        raise ValueError(f"bad config override in {list(overrides)}: {unknown}{e}") from None
+    return values.config
 
 
 def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:

@@ -233,6 +233,19 @@ def test_cli_rejects_missing_flags(tmp_path, capsys):
         command in usage for command in ("models", "train", "prune", "report", "data"))
 
 
+def test_load_config_takes_command_line_overrides():
+    path = REPO / "configs" / "lenet300_mnist_purl.py"
+    config = train_lib.load_config(path, ["--config.finetune.distill=0.5",
+                                          "--config.prune.dqn.epsilon_decay_steps=150"])
+    assert config.finetune.distill == 0.5 and config.prune.dqn.epsilon_decay_steps == 150
+    assert train_lib.load_config(path).prune.dqn.epsilon_decay_steps != 150
+    for bad, why in ((["--config.prune.no_such_field=1"], "unknown field"),
+                     (["--config.prune.episodes=many"], "invalid literal"),
+                     (["--episodes=3"], "expected --config.")):
+        with pytest.raises(ValueError, match=why):
+            train_lib.load_config(path, bad)
+
+
 _DP_SCRIPT = """
 import sys, jax, numpy as np
 from jax.sharding import Mesh

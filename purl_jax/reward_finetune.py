@@ -6,9 +6,11 @@ end-of-episode candidate first trains that many SGD steps with its mask held fix
 fine-tuning recipe's masked step, ``train._train_step``), and only then is scored on the
 reward set. The number of steps grows over the search (``growth`` per iteration, up to
 ``max_steps``): early, cheap rewards sort out the obviously bad allocations; later ones
-are closer to what full fine-tuning will make of a candidate. All candidates of an
-iteration run in one jitted call (a ``lax.map`` over candidates, a loop over steps whose
-count is an argument, so a growing count does not recompile), on the same training batches.
+are closer to what full fine-tuning will make of a candidate. Every candidate of an
+iteration trains on the same batches with the same dropout key, one jitted step at a time
+from Python, so a growing step count never recompiles. Not a ``lax.scan`` or ``lax.map``
+of steps: XLA:CPU runs a ResNet-20 train step about 12x slower inside a loop than called
+alone (jax-ml/jax#12868; BENCHMARKS.md, "Reward fine-tuning").
 """
 
 from __future__ import annotations
@@ -72,35 +74,39 @@ class FinetunedScorer:
         sgd = ml_collections.ConfigDict(dict(recipe.to_dict(), optimizer="sgd", schedule="constant",
                                              warmup_epochs=0, learning_rate=cfg.learning_rate))
         tx = train_lib.make_optimizer(sgd, steps_per_epoch=1)
-        step = functools.partial(train_lib._train_step, model, tx, recipe.label_smoothing)
         self._variables = variables
         self._reward = (jnp.asarray(reward.images), jnp.asarray(reward.labels))
         self._calibration = None if calibration_images is None else jnp.asarray(calibration_images)
-        self._run = jax.jit(functools.partial(_tune_and_score, model, tx, step))
+        self._init = jax.jit(functools.partial(_init_state, tx))
+        self._step = jax.jit(lambda state, masks, images, labels: train_lib._train_step(
+            model, tx, recipe.label_smoothing, state, masks, images, labels)[0])
+        self._score = jax.jit(functools.partial(_score, model))
 
     def __call__(self, stacked: Masks, iteration: int) -> np.ndarray:
         steps = steps_at(self.cfg, iteration)
         rng = np.random.default_rng([self.seed, iteration])
-        # Batches for the next power of two of steps, of which the loop takes ``steps``: the
-        # program compiles once per doubling, not once per step count.
-        idx = rng.integers(0, len(self._train), (1 << max(steps - 1, 0).bit_length(), self.cfg.batch_size))
-        batches = (jnp.asarray(self._train.images[idx]), jnp.asarray(self._train.labels[idx]))
-        return np.asarray(self._run(self._variables, stacked, jnp.int32(steps), batches, self._reward,
-                                    self._calibration, jax.random.key_data(jax.random.key(self.seed + iteration))))
+        idx = rng.integers(0, len(self._train), (steps, self.cfg.batch_size))
+        images, labels = jnp.asarray(self._train.images[idx]), jnp.asarray(self._train.labels[idx])
+        key = jax.random.key_data(jax.random.key(self.seed + iteration))
+        accuracy = []
+        for k in range(len(jax.tree.leaves(stacked)[0])):
+            masks = jax.tree.map(lambda m: m[k], stacked)
+            state = self._init(self._variables, masks, key)
+            for i in range(steps):
+                state = self._step(state, masks, images[i], labels[i])
+            accuracy.append(self._score(state, self._reward, self._calibration))
+        return np.asarray(jnp.stack(accuracy))
 
 
-def _tune_and_score(model, tx, step, variables, stacked, steps, batches, reward, calibration, rng):
+def _init_state(tx, variables, masks, key):
     params = variables["params"]
-    model_state = {k: v for k, v in variables.items() if k != "params"}
+    return dict(params=apply_masks(params, masks), opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
+                model_state={k: v for k, v in variables.items() if k != "params"}, rng=key)
 
-    def one(masks):
-        state = dict(params=apply_masks(params, masks), model_state=model_state, opt_state=tx.init(params),
-                     step=jnp.zeros((), jnp.int32), rng=rng)
-        state = jax.lax.fori_loop(0, steps, lambda i, s: step(s, masks, batches[0][i], batches[1][i])[0], state)
-        tuned = {"params": state["params"], **state["model_state"]}
-        if calibration is not None:  # a few steps move BatchNorm's running averages only a little
-            tuned = recalibrated(model, tuned, calibration)
-        logits = model.apply(tuned, reward[0], train=False)
-        return jnp.mean(jnp.argmax(logits, -1) == reward[1])
 
-    return jax.lax.map(one, stacked)
+def _score(model, state, reward, calibration):
+    tuned = {"params": state["params"], **state["model_state"]}
+    if calibration is not None:  # a few steps move BatchNorm's running averages only a little
+        tuned = recalibrated(model, tuned, calibration)
+    logits = model.apply(tuned, reward[0], train=False)
+    return jnp.mean(jnp.argmax(logits, -1) == reward[1])

@@ -2,13 +2,15 @@
 
     purl-jax train --config configs/lenet5_mnist_constrained.py --workdir runs/lenet5_dense
     python benchmarks/constrained_channels.py --dense runs/lenet5_dense --workdir runs/constrained_flops \
-        --cost flops --budget 0.5 --prune-first --seeds 0 1 2 --iterations 30 --finetune_epochs 1
+        --cost flops --budget 0.5 --config.mask_policy.exclude_first=False --seeds 0 1 2 --iterations 30 \
+        --finetune_epochs 1
     python benchmarks/constrained_channels.py --dense runs/lenet5_dense --workdir runs/constrained_latency \
-        --cost layer_latency --budget 0.5 --prune-first --seeds 0 1 2 --iterations 30 --finetune_epochs 1
+        --cost layer_latency --budget 0.5 --config.mask_policy.exclude_first=False --seeds 0 1 2 --iterations 30 \
+        --finetune_epochs 1
 
 ``--config``'s model, data and fine-tuning (default ``configs/lenet5_mnist_constrained.py``);
-the channel groups of its mask policy (``--prune-first`` adds the first layer: LeNet-5's
-groups conv1, conv2 and fc1; the classifier's outputs always stay). For every seed: the constrained search with channel
+the channel groups of its mask policy (``--config.mask_policy.exclude_first=False`` adds the first
+layer: LeNet-5's groups conv1, conv2 and fc1; the classifier's outputs always stay). For every seed: the constrained search with channel
 actions (``--action channel_l1``: a pruned fraction per group, by L1 norm; ``channel``: a
 keep value per output channel) under ``cost <= budget``, and uniform L1 channel
 pruning (``masks.l1_channel_masks``, Li et al. 2017) at the least ratio, on a 0.005 grid,
@@ -32,9 +34,8 @@ import numpy as np
 
 from purl_jax import constrained as c, train
 from purl_jax.budgets import get_cost
-from purl_jax.data import reward_subset
-from purl_jax.search import reward_evaluator
 from purl_jax.masks import MaskPolicy, channel_masks_to_masks, l1_channel_masks, prunable_groups
+from purl_jax.search import prune_context
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py"
 
@@ -64,8 +65,6 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--action", default="channel_l1", choices=["channel_l1", "channel"],
                     help="channel_l1: a fraction per group, by L1 norm; channel: a keep value per channel")
-    ap.add_argument("--prune-first", action="store_true",
-                    help="prune the first layer's channels too (the LeNet-5 runs: groups conv1, conv2, fc1)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--finetune_epochs", type=int, default=1)
@@ -81,15 +80,13 @@ def main() -> None:
     config.prune.update(iterations=args.iterations, progress=False, action=args.action, cost=args.cost)
     root = Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
-    model, _, splits, graph = train.setup(config)
-    variables = train.load_dense(config, root)
-    params = variables["params"]
+    ctx = prune_context(config, root)
+    model, variables, splits, graph = ctx.model, ctx.variables, ctx.splits, ctx.graph
+    reward, ev, params = ctx.reward_set, ctx.evaluator, variables["params"]
     cost_fn = make_cost(args.cost, graph, args.latency_batch, args.latency_levels)
-    policy = MaskPolicy(**dict(config.mask_policy, exclude_first=not args.prune_first))
+    policy = MaskPolicy(**dict(config.mask_policy))
     problem = c.make_problem(params, graph, None, action=args.action, policy=policy,
                              max_fraction=config.prune.max_fraction)
-    reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
-    ev = reward_evaluator(config, model, variables, splits, graph, reward)
     score = c.score_function(config, model, variables, splits, reward, ev)
     dense_test = train.evaluate_dataset(model, variables, splits.test)["accuracy"]
     kept_params = get_cost("params", variables=variables)

@@ -10,7 +10,7 @@ are closer to what full fine-tuning will make of a candidate. Every candidate of
 iteration trains on the same batches with the same dropout key, one jitted step at a time
 from Python, so a growing step count never recompiles. Not a ``lax.scan`` or ``lax.map``
 of steps: XLA:CPU runs a ResNet-20 train step about 12x slower inside a loop than called
-alone (jax-ml/jax#12868; BENCHMARKS.md, "Reward fine-tuning").
+alone (jax-ml/jax#12868; BENCHMARKS.md, "Reward fine-tuning speed").
 """
 
 from __future__ import annotations

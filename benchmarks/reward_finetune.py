@@ -19,7 +19,6 @@ checkpoint needed). Any ``--config.a.b=value`` override of the config is taken.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -28,7 +27,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from purl_jax import baselines, train
@@ -66,18 +64,16 @@ def main() -> None:
              for s in np.linspace(0.5, 0.9, args.candidates)]
     stacked = jax.tree.map(lambda *m: np.stack(m), *masks)
 
-    # 1. the train step: called from Python, or inside a scan
-    sgd = ml_collections.ConfigDict(dict(config.finetune.to_dict(), optimizer="sgd", schedule="constant",
-                                         warmup_epochs=0, learning_rate=rf.learning_rate))
-    tx = train.make_optimizer(sgd, steps_per_epoch=1)
-    step = functools.partial(train._train_step, model, tx, config.finetune.label_smoothing)
+    reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
+    ev = reward_evaluator(config, model, variables, splits, graph, reward)
+    scorer = score_function(config, model, variables, splits, reward, ev)
+
+    # 1. the scorer's own jitted train step: called from Python, or inside a scan
     rng = np.random.default_rng(0)
     idx = rng.integers(0, len(splits.train), (args.steps, rf.batch_size))
     images, labels = jnp.asarray(splits.train.images[idx]), jnp.asarray(splits.train.labels[idx])
-    state = dict(params=variables["params"], opt_state=tx.init(variables["params"]),
-                 step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(0)),
-                 model_state={k: v for k, v in variables.items() if k != "params"})
-    one = jax.jit(lambda s, x, y: step(s, masks[-1], x, y)[0])
+    state = scorer._init(variables, masks[-1], jax.random.key_data(jax.random.key(0)))
+    one = lambda s, x, y: scorer._step(s, masks[-1], x, y)
 
     def python_loop():
         s = state
@@ -86,7 +82,7 @@ def main() -> None:
         return s
 
     def scanned(unroll):
-        body = lambda s, xy: (step(s, masks[-1], *xy)[0], None)
+        body = lambda s, xy: (one(s, *xy), None)
         return jax.jit(lambda s: jax.lax.scan(body, s, (images, labels), unroll=unroll)[0])
 
     scan, unrolled = scanned(1), scanned(True)
@@ -95,9 +91,6 @@ def main() -> None:
                       scan_unrolled=best_time(lambda: unrolled(state), args.reps))
 
     # 2. one iteration's scoring
-    reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
-    ev = reward_evaluator(config, model, variables, splits, graph, reward)
-    scorer = score_function(config, model, variables, splits, reward, ev)
     plain = lambda: ev.evaluate_stacked(stacked).accuracy
     score_times = dict(plain=best_time(plain, args.reps),
                        finetuned=best_time(lambda: scorer(stacked, 0), args.reps))

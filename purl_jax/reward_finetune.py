@@ -9,7 +9,7 @@ reward set. The number of steps grows over the search (``growth`` per iteration,
 are closer to what full fine-tuning will make of a candidate. Every candidate of an
 iteration trains on the same batches with the same dropout key, one jitted step at a time
 from Python, so a growing step count never recompiles. Not a ``lax.scan`` or ``lax.map``
-of steps: XLA:CPU runs a ResNet-20 train step about 12x slower inside a loop than called
+of steps: XLA:CPU runs a ResNet-20 train step about 11x slower inside a loop than called
 alone (jax-ml/jax#12868; BENCHMARKS.md, "Reward fine-tuning speed").
 """
 

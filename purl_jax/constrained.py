@@ -53,6 +53,7 @@ from purl_jax.reward_finetune import defaults as reward_finetune_defaults
 
 ACTIONS = ("layer", "channel", "channel_l1")
 FEASIBILITY = ("clamp", "project")
+STARTS = ("uniform", "global")
 CLAMP_MARGIN = 1e-3  # relative to the budget
 ScoreFn = Callable[[Masks, int], np.ndarray]  # (stacked masks [K, ...], iteration) -> accuracy[K]
 
@@ -73,6 +74,7 @@ class Problem:
     sizes: np.ndarray  # int[L]: channels per group (1 for layer actions)
     action: str
     build: Callable[[jax.Array, jax.Array], Masks]
+    magnitudes: tuple[np.ndarray, ...] = ()  # layer actions: each layer's sorted |w|
 
     @property
     def num_steps(self) -> int:
@@ -129,9 +131,11 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
                 masks = set_path(masks, layer.path, rank >= k)
             return masks
 
+        magnitudes = tuple(np.sort(np.abs(np.asarray(get_path(params, l.path))).reshape(-1))
+                           for l in layers)
         return Problem(tuple(l.name for l in layers), layer_features(graph, layers),
                        np.full(len(layers), max_fraction, np.float32), np.ones(len(layers), int),
-                       action, build)
+                       action, build, magnitudes)
 
     groups = prunable_groups(graph, policy)
     if not groups:
@@ -194,6 +198,27 @@ def uniform_start(problem: Problem, model: CostModel, budget: float) -> float:
         return 0.5
     per_fraction = float(np.sum(model.reductions / np.maximum(problem.max_fractions, 1e-12)))
     return float(np.clip((model.dense - budget) / max(per_fraction, 1e-12), 0.05, 0.95))
+
+
+def global_start(problem: Problem, cost_fn: CostFn, budget: float, iterations: int = 40) -> np.ndarray:
+    """Global magnitude pruning's per-layer fractions at the least threshold whose
+    *measured* cost meets ``budget`` (bisection): a warm start (``start="global"``) that
+    begins the search from the strongest simple baseline instead of the uniform allocation."""
+    if problem.action != "layer":
+        raise ValueError(f'start="global" needs action="layer", not {problem.action!r}')
+    build = _jitted_build(problem)
+    scores = jnp.zeros((problem.num_steps, problem.action_dim))
+
+    def fractions(threshold):
+        f = [np.searchsorted(m, threshold) / m.size for m in problem.magnitudes]
+        return np.minimum(np.asarray(f, np.float32), problem.max_fractions)
+
+    cost = lambda t: cost_fn(build(jnp.asarray(fractions(t)), scores))
+    lo, hi = 0.0, float(max(m[-1] for m in problem.magnitudes)) * (1 + 1e-6)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if cost(mid) <= budget else (mid, hi)
+    return fractions(hi)
 
 
 def check_budget(model: CostModel, budget: float, cost_name: str = "cost") -> None:
@@ -288,6 +313,15 @@ def rollout(agent: PPOLagrangian, params: Any, p: EnvParams, rng: jax.Array,
     return traj, final, obs_fn(p, final)
 
 
+def start_observations(p: EnvParams, fractions: np.ndarray) -> jax.Array:
+    """The observations [L, F + 1] of the episode whose layer actions are ``fractions``."""
+    def body(s, f):
+        return env_step(p, s, f[None]), observe(p, s)
+
+    _, obs = jax.lax.scan(body, env_reset(len(fractions), 1), jnp.asarray(fractions, jnp.float32))
+    return obs
+
+
 # -- feasibility -------------------------------------------------------------------------
 
 def project(problem: Problem, cost_fn: CostFn, model: CostModel, budget: float,
@@ -332,11 +366,18 @@ class SearchConfig:
     clip_every: int = 10
     checkpoint_every: int = 10
     seed: int = 0
+    # "uniform": the policy starts at the one fraction every layer could take to meet the
+    # budget; "global": its mean is fitted to global magnitude's allocation (``global_start``)
+    start: str = "uniform"
     ppo: PPOConfig = PPOConfig()
 
     def __post_init__(self) -> None:
         if self.feasibility not in FEASIBILITY:
             raise ValueError(f"feasibility must be one of {FEASIBILITY}, got {self.feasibility!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
+        if self.start == "global" and self.ppo.init_action:
+            raise ValueError('start="global" sets the initial policy itself; leave ppo.init_action at 0')
         if self.iterations < 1 or self.num_envs < 1:
             raise ValueError("iterations and num_envs must be >= 1")
 
@@ -397,12 +438,16 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     """
     model = cost_model if cost_model is not None else probe_costs(problem, cost_fn)
     check_budget(model, cfg.budget)
-    ppo, start = cfg.ppo, uniform_start(problem, model, cfg.budget)
-    if not ppo.init_action:
-        ppo = dataclasses.replace(ppo, init_action=start)
-    # The action clip keeps the uniform allocation within reach: below it, every episode's
+    if cfg.start == "global":
+        start_fractions = global_start(problem, cost_fn, cfg.budget)
+        init_action = float(np.clip(start_fractions.mean(), 0.05, 0.95))
+    else:
+        init_action = uniform_start(problem, model, cfg.budget)
+        start_fractions = np.full(problem.num_steps, init_action, np.float32)
+    ppo = cfg.ppo if cfg.ppo.init_action else dataclasses.replace(cfg.ppo, init_action=init_action)
+    # The action clip keeps the start allocation within reach: below it, every episode's
     # clamp would make up the difference by pruning the last layers entirely.
-    clip_floor = min(start + 0.05, 1.0) if problem.action_dim == 1 else 0.0
+    clip_floor = min(float(start_fractions.max()) + 0.05, 1.0) if problem.action_dim == 1 else 0.0
     agent, run = _compiled_agent(ppo, problem.features.shape[1] + 1, problem.action_dim)
     key_init, root = jax.random.split(jax.random.key(cfg.seed))
     state: AgentState = agent.init(key_init)
@@ -414,9 +459,10 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
         ckpt = workdir / "agent.pkl"
         if ckpt.exists():
             saved = pickle.loads(ckpt.read_bytes())
-            if saved["budget"] != cfg.budget or saved["names"] != problem.names:
-                raise ValueError(f"{ckpt} belongs to another search (budget {saved['budget']}); "
-                                 "use another workdir")
+            if (saved["budget"] != cfg.budget or saved["names"] != problem.names
+                    or saved.get("start", "uniform") != cfg.start):
+                raise ValueError(f"{ckpt} belongs to another search (budget {saved['budget']}, "
+                                 f"start {saved.get('start', 'uniform')!r}); use another workdir")
             state = jax.tree.map(jnp.asarray, saved["state"])
             start, history, best = saved["iteration"], saved["history"], saved["best"]
 
@@ -429,12 +475,22 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
                      jnp.float32(cfg.feasibility == "clamp"))
     build = _jitted_build(problem, stacked=True)
     budget = jnp.float32(cfg.budget)
+    if cfg.start == "global" and start == 0 and not history:
+        # fit the policy to the start allocation, and count the allocation as a candidate:
+        # the search returns nothing worse, by its reward, than where it started
+        state, _ = agent.imitate(state, start_observations(base, start_fractions),
+                                 jnp.asarray(start_fractions)[:, None], 500)
+        zeros = np.zeros((problem.num_steps, problem.action_dim), np.float32)
+        stacked = build(jnp.asarray(start_fractions)[None], jnp.asarray(zeros)[None])
+        cost = float(cost_fn(_take(stacked, 0)))
+        best = dict(accuracy=float(np.asarray(score_fn(stacked, 0))[0]), cost=cost,
+                    feasible=cost <= cfg.budget, fractions=start_fractions, scores=zeros)
 
     def checkpoint(iteration):
         if ckpt is not None:
             files.write_bytes_atomic(ckpt, pickle.dumps(jax.device_get(dict(
                 state=state, iteration=iteration, history=history, best=best,
-                budget=cfg.budget, names=problem.names))))
+                budget=cfg.budget, names=problem.names, start=cfg.start))))
             plot_training(history, workdir / "training.png")
 
     for it in trange(start, cfg.iterations, disable=not progress, desc=f"constrained b={cfg.budget:g}"):
@@ -569,6 +625,7 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         action=action,  # "layer" (fraction by magnitude), "channel" (keep value per channel),
         # "channel_l1" (fraction of each channel group, by L1 norm)
         feasibility="clamp",
+        start="uniform",  # or "global": the policy starts at global magnitude's allocation
         max_fraction=1.0,
         iterations=iterations,
         num_envs=num_envs,
@@ -605,7 +662,7 @@ def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
     return SearchConfig(budget=float(budget), iterations=p.iterations, num_envs=p.num_envs,
                         feasibility=p.feasibility, clip_start=p.clip_start, clip_step=p.clip_step,
                         clip_every=p.clip_every, checkpoint_every=p.checkpoint_every, seed=seed,
-                        ppo=PPOConfig(**ppo))
+                        start=p.start, ppo=PPOConfig(**ppo))
 
 
 def plot_front(rows: Sequence[dict], path: str | os.PathLike, key: str = "test_accuracy") -> None:

@@ -213,6 +213,7 @@ class PPOLagrangian:
         self.dual_optimizer = optax.adam(cfg.lagrange_lr)
         self.act = jax.jit(self._act)
         self.update = jax.jit(self._update)
+        self.imitate = jax.jit(self._imitate, static_argnums=3)
 
     def init(self, rng: jax.Array) -> AgentState:
         params = jax.jit(self.network.init)(rng, jnp.zeros((1, self.obs_dim)))
@@ -224,6 +225,25 @@ class PPOLagrangian:
         mean, log_std, v_r, v_c = self.network.apply(params, obs)
         action = mean + jnp.exp(log_std) * jax.random.normal(rng, mean.shape)
         return action, gaussian_log_prob(action, mean, log_std), v_r, v_c
+
+    def _imitate(self, state: AgentState, obs: jax.Array, actions: jax.Array,
+                 steps: int = 500) -> tuple[AgentState, jax.Array]:
+        """Regresses the policy mean onto ``actions`` at ``obs`` (behaviour cloning): a
+        warm start from a known allocation. Returns the new state (its optimiser state
+        fresh) and the final mean squared error."""
+        optimizer = optax.adam(1e-2)
+
+        def loss(params):
+            return jnp.mean((self.network.apply(params, obs)[0] - actions) ** 2)
+
+        def step(carry, _):
+            params, opt_state = carry
+            updates, opt_state = optimizer.update(jax.grad(loss)(params), opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (params, _), _ = jax.lax.scan(step, (state.params, optimizer.init(state.params)), None,
+                                      length=steps)
+        return state._replace(params=params, opt_state=self.optimizer.init(params)), loss(params)
 
     def _update(self, state: AgentState, traj: Transition, last_obs: jax.Array,
                 budget: jax.Array, rng: jax.Array) -> tuple[AgentState, dict]:

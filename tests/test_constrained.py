@@ -157,6 +157,37 @@ def test_default_policy_starts_from_the_uniform_allocation_that_meets_the_budget
     assert c.search(problem, cost_fn, _kept_score, low, progress=False).history[0]["clip"] >= start
 
 
+def test_global_start_fits_the_policy_to_global_magnitude():
+    from purl_jax.masks import global_magnitude_masks
+
+    _, variables, graph, _, base = _lenet()
+    params = variables["params"]
+    problem = c.make_problem(params, graph, base)
+    cost_fn = _params(variables)
+    start = c.global_start(problem, cost_fn, 0.1)
+    assert cost_fn(problem.build(jnp.asarray(start), jnp.zeros((problem.num_steps, 1)))) <= 0.1
+    # the per-layer fractions of one magnitude threshold over all masked layers
+    sizes = [m.size for m in problem.magnitudes]
+    masks = global_magnitude_masks(params, base, graph, float(np.average(start, weights=sizes)))
+    layers = summary(params, masks, graph)["layers"]
+    assert [layers[n]["sparsity"] for n in problem.names] == pytest.approx(list(start), abs=2e-3)
+    assert start.max() - start.min() > 0.1  # not the uniform allocation
+    # near-deterministic, unclamped episodes take that allocation (the uniform one at its
+    # mean fraction would cost 0.14); the start itself is a candidate
+    cfg = c.SearchConfig(budget=0.1, iterations=1, num_envs=4, start="global", feasibility="project",
+                         ppo=PPOConfig(epochs=1, num_minibatches=1, init_log_std=-8.0))
+    res = c.search(problem, cost_fn, lambda s, it: -np.abs(_kept_score(s) - 0.3), cfg, progress=False)
+    assert res.history[0]["cost_mean"] == pytest.approx(0.1, abs=0.01)
+    assert list(res.fractions.values()) == pytest.approx(list(start), abs=0.02)
+    with pytest.raises(ValueError, match="init_action"):
+        c.SearchConfig(budget=0.1, start="global", ppo=PPOConfig(init_action=0.3))
+    with pytest.raises(ValueError, match="start must be one of"):
+        c.SearchConfig(budget=0.1, start="magnitude")
+    channel = c.make_problem(params, graph, base, action="channel_l1", policy=MaskPolicy())
+    with pytest.raises(ValueError, match='needs action="layer"'):
+        c.global_start(channel, cost_fn, 0.5)
+
+
 @pytest.mark.parametrize("feasibility", ["clamp", "project"])
 def test_adversarial_policy_still_returns_feasible_masks(feasibility):
     # a policy that prunes (almost) nothing: its mean starts at 0.001 and 1 iteration

@@ -82,6 +82,21 @@ def test_bad_config():
         pl.PPOConfig(epochs=0)
 
 
+def test_imitate_fits_the_policy_mean_to_given_actions():
+    agent = pl.PPOLagrangian(pl.PPOConfig(), obs_dim=3, action_dim=1)
+    state = agent.init(jax.random.key(0))
+    obs = jax.random.uniform(jax.random.key(1), (6, 3))
+    target = jnp.array([0.1, 0.5, 0.9, 0.97, 0.3, 0.6])[:, None]
+    before = agent.network.apply(state.params, obs)[0]
+    assert float(jnp.abs(before - target).max()) > 0.3  # the fresh policy is flat at 0.5
+    fitted, mse = agent.imitate(state, obs, target, 500)
+    assert float(mse) < 1e-4
+    assert agent.network.apply(fitted.params, obs)[0] == pytest.approx(np.asarray(target), abs=0.02)
+    # only the policy moved: both value heads still give the fresh network's values
+    for new, old in zip(agent.network.apply(fitted.params, obs)[2:], agent.network.apply(state.params, obs)[2:]):
+        np.testing.assert_allclose(new, old, rtol=1e-6)
+
+
 def _toy(lagrangian: str, iterations: int, seed: int = 0):
     """One-step episodes: reward = cost = clip(a, 0, 1); the optimum is a = budget."""
     budget, n = 0.3, 32

@@ -3,7 +3,7 @@
 A heavily pruned network scores near chance before any training, although some allocations
 recover far better than others once trained. With ``prune.reward_finetune.steps`` > 0 each
 end-of-episode candidate first trains that many SGD steps with its mask held fixed (the
-fine-tuning recipe's masked step, ``train._train_step``), and only then is scored on the
+fine-tuning recipe's masked step, ``train.masked_train_step``), and only then is scored on the
 reward set. The number of steps grows over the search (``growth`` per iteration, up to
 ``max_steps``): early, cheap rewards sort out the obviously bad allocations; later ones
 are closer to what full fine-tuning will make of a candidate. Every candidate of an
@@ -25,7 +25,7 @@ import numpy as np
 
 from purl_jax.data import Dataset
 from purl_jax.evaluator import recalibrated
-from purl_jax.masks import Masks, apply_masks
+from purl_jax.masks import Masks
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -77,8 +77,8 @@ class FinetunedScorer:
         self._variables = variables
         self._reward = (jnp.asarray(reward.images), jnp.asarray(reward.labels))
         self._calibration = None if calibration_images is None else jnp.asarray(calibration_images)
-        self._init = jax.jit(functools.partial(_init_state, tx))
-        self._step = jax.jit(lambda state, masks, images, labels: train_lib._train_step(
+        self._init = jax.jit(functools.partial(train_lib.init_state, tx))
+        self._step = jax.jit(lambda state, masks, images, labels: train_lib.masked_train_step(
             model, tx, recipe.label_smoothing, state, masks, images, labels)[0])
         self._score = jax.jit(functools.partial(_score, model))
 
@@ -96,12 +96,6 @@ class FinetunedScorer:
                 state = self._step(state, masks, images[i], labels[i])
             accuracy.append(self._score(state, self._reward, self._calibration))
         return np.asarray(jnp.stack(accuracy))
-
-
-def _init_state(tx, variables, masks, key):
-    params = variables["params"]
-    return dict(params=apply_masks(params, masks), opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
-                model_state={k: v for k, v in variables.items() if k != "params"}, rng=key)
 
 
 def _score(model, state, reward, calibration):

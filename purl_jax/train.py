@@ -171,11 +171,22 @@ def distillation_loss(logits: jax.Array, teacher_logits: jax.Array, temperature:
     return temperature ** 2 * optax.losses.kl_divergence_with_log_targets(log_p, log_q).mean()
 
 
-def _train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
-                label_smoothing: float, state: dict, masks: Masks,
-                images: jax.Array, labels: jax.Array, teacher: dict | None = None,
-                distill: tuple[float, float] = (0.0, 1.0)) -> tuple[dict, dict]:
-    """One masked step. With ``teacher`` variables, ``distill = (share, temperature)``
+def init_state(tx: optax.GradientTransformation, variables: Mapping, masks: Masks | None,
+               rng: jax.Array) -> dict:
+    """The state ``masked_train_step`` advances: ``variables``' params (masked), their
+    optimiser state, the other collections, step 0 and ``rng`` (PRNG key data)."""
+    params, model_state = _split(variables)
+    if masks is not None:
+        params = apply_masks(params, masks)
+    return dict(params=params, model_state=dict(model_state), opt_state=tx.init(params),
+                step=jnp.zeros((), jnp.int32), rng=rng)
+
+
+def masked_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
+                      label_smoothing: float, state: dict, masks: Masks,
+                      images: jax.Array, labels: jax.Array, teacher: dict | None = None,
+                      distill: tuple[float, float] = (0.0, 1.0)) -> tuple[dict, dict]:
+    """One masked step (``fit``'s, and the reward fine-tuning's). With ``teacher`` variables, ``distill = (share, temperature)``
     mixes ``distillation_loss`` from the teacher's logits into the cross-entropy."""
     rng, dropout = jax.random.split(jax.random.wrap_key_data(state["rng"]))
     teacher_logits = None if teacher is None else jax.lax.stop_gradient(
@@ -320,14 +331,12 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
     With ``workdir``, checkpoints go to ``workdir/checkpoints/<desc>`` and a run that finds
     one there resumes from it; epoch metrics are appended to ``workdir/metrics.jsonl``.
     """
-    params, model_state = _split(variables)
     share = cfg.get("distill", 0.0)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"distill must be in [0, 1], got {share}")
     teacher = (variables if teacher is None else teacher) if share > 0 else None
     if masks is not None:
-        check_masks(params, masks)
-        params = apply_masks(params, masks)
+        check_masks(_split(variables)[0], masks)
     n_train = len(data.train)
     steps_per_epoch = n_train // cfg.batch_size
     mesh = data_mesh()
@@ -338,8 +347,7 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
     total_steps = cfg.epochs * steps_per_epoch
     tx = make_optimizer(cfg, steps_per_epoch)
     replicated, sharded = _shardings(mesh)
-    state = dict(params=params, model_state=dict(model_state), opt_state=tx.init(params),
-                 step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)))
+    state = init_state(tx, variables, masks, jax.random.key_data(jax.random.key(seed)))
     # Copied first: the step donates the state, which must not delete the caller's arrays.
     state = _replicate(jax.tree.map(jnp.array, state), replicated)
     masks = None if masks is None else _replicate(masks, replicated)
@@ -367,7 +375,7 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
             ckpt.save(mngr, step, dict(state, masks=ckpt.flat_masks(masks)),
                       dict(config=meta_config, history=history, finished=step >= total_steps))
 
-    train_step = jax.jit(partial(_train_step, model, tx, cfg.label_smoothing,
+    train_step = jax.jit(partial(masked_train_step, model, tx, cfg.label_smoothing,
                                  distill=(share, cfg.get("distill_temperature", 4.0))),
                          donate_argnums=0, out_shardings=replicated)
     lr = learning_rate_schedule(cfg, steps_per_epoch)

@@ -540,8 +540,16 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
 
 # -- a measured latency that sees structured pruning ------------------------------------
 
+def call_seconds(fn: Callable, args: tuple) -> float:
+    """Wall time of one ``fn(*args)``, waiting for the device."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
 def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5,
-                       levels: int | None = 16) -> CostFn:
+                       levels: int | None = 16, paired: bool = True,
+                       clock: Callable[[Callable, tuple], float] = call_seconds) -> CostFn:
     """Measured latency of the *compact* conv / dense layers, relative to dense.
 
     A masked model runs as fast as the dense one on backends that do not skip zeros (the
@@ -554,9 +562,43 @@ def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5,
     (n = the layer's channels), so the table holds at most ``(levels + 1)^2`` shapes per
     layer (each a compile and a timing) and over-estimates, never under-estimates, the
     time of the exact shape (time grows with channels); ``None`` times exact counts.
-    """
-    from purl_jax.budgets import time_call
 
+    ``paired``: the table fills up over a search, minutes after the dense layers were
+    timed, while the machine's speed drifts (other jobs, clocks). Each new shape is then
+    timed alternately with its layer's dense shape and stored as the median of their
+    ratios, times the layer's dense time of the reference pass, so a drift cancels. It
+    costs twice the timing calls per new shape. ``clock(fn, args) -> seconds`` times one call.
+    """
+    @lru_cache(maxsize=None)
+    def kernel(kind: str, strides: tuple, padding: tuple, groups: int) -> Callable:
+        if kind == "dense":
+            return jax.jit(jnp.dot)
+        return jax.jit(partial(jax.lax.conv_general_dilated, window_strides=strides, padding=padding,
+                               feature_group_count=groups, dimension_numbers=("NHWC", "HWIO", "NHWC")))
+
+    def timing(layer, cin: int, cout: int) -> tuple[Callable, tuple]:
+        """The layer's op at these channel counts, and fresh inputs (not kept: at large
+        batches every layer's input would stay in memory)."""
+        if layer.kind == "dense":
+            return kernel("dense", (), (), 1), (jnp.ones((batch_size, cin)), jnp.ones((cin, cout)))
+        groups = cin if layer.kind == "depthwise" else 1
+        return (kernel(layer.kind, layer.strides, layer.padding, groups),
+                (jnp.ones((batch_size, *layer.input_shape[:-1], cin)),
+                 jnp.ones((*layer.kernel_size, cin // groups, cout))))
+
+    def median_seconds(fn, args, reference=None) -> float:
+        """Median time of ``fn``, or with ``reference`` the median ratio of the two timed
+        back to back, after warm-up calls (compiles)."""
+        for _ in range(2):
+            jax.block_until_ready(fn(*args))
+            if reference is not None:
+                jax.block_until_ready(reference[0](*reference[1]))
+        if reference is None:
+            return float(np.median([clock(fn, args) for _ in range(repeats)]))
+        return float(np.median([clock(fn, args) / clock(*reference) for _ in range(repeats)]))
+
+    dense_seconds = {layer.name: median_seconds(*timing(layer, layer.in_features, layer.out_features))
+                     for layer in graph.layers}
     cache: dict[tuple, float] = {}
 
     def layer_time(layer, cin: int, cout: int) -> float:
@@ -564,17 +606,14 @@ def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5,
         if key not in cache:
             if min(cin, cout) == 0:
                 cache[key] = 0.0
-            elif layer.kind == "dense":
-                x, w = jnp.ones((batch_size, cin)), jnp.ones((cin, cout))
-                cache[key] = time_call(jax.jit(jnp.dot), x, w, repeats=repeats)
+            elif (cin, cout) == (layer.in_features, layer.out_features):
+                cache[key] = dense_seconds[layer.name]
+            elif paired:
+                reference = timing(layer, layer.in_features, layer.out_features)
+                ratio = median_seconds(*timing(layer, cin, cout), reference=reference)
+                cache[key] = ratio * dense_seconds[layer.name]
             else:
-                groups = cin if layer.kind == "depthwise" else 1
-                x = jnp.ones((batch_size, *layer.input_shape[:-1], cin))
-                w = jnp.ones((*layer.kernel_size, cin // groups, cout))
-                conv = jax.jit(partial(jax.lax.conv_general_dilated, window_strides=layer.strides,
-                                       padding=layer.padding, feature_group_count=groups,
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC")))
-                cache[key] = time_call(conv, x, w, repeats=repeats)
+                cache[key] = median_seconds(*timing(layer, cin, cout))
         return cache[key]
 
     def kept_channels(layer, mask) -> tuple[int, int]:
@@ -604,7 +643,7 @@ def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5,
                                   quantise(cout, layer.out_features))
         return seconds
 
-    dense = sum(layer_time(layer, layer.in_features, layer.out_features) for layer in graph.layers)
+    dense = sum(dense_seconds.values())
     return lambda masks: total(masks) / dense
 
 

@@ -256,6 +256,23 @@ def test_layer_latency_cost_sees_channel_pruning():
     assert cost(half) != cost(dense)
 
 
+def test_paired_latency_table_cancels_a_change_of_machine_speed():
+    _, variables, graph, _ = built("lenet5")
+    speed = [1.0]
+    clock = lambda fn, args: float(np.prod(args[1].shape)) / speed[0]  # time ~ kernel size
+    paired = c.layer_latency_cost(graph, batch_size=2, repeats=1, levels=None, clock=clock)
+    unpaired = c.layer_latency_cost(graph, batch_size=2, repeats=1, levels=None, paired=False, clock=clock)
+    speed[0] = 0.5  # the machine slows down after the dense layers were timed
+    dense = init_masks(variables["params"], graph)
+    half = dict(dense)
+    half["fc1"] = {"kernel": dense["fc1"]["kernel"].at[:, 250:].set(False)}  # 250 of 500 outputs
+    sizes = {"conv1": 5 * 5 * 20, "conv2": 5 * 5 * 20 * 50, "fc1": 800 * 500, "fc2": 500 * 10}
+    exact = (sum(sizes.values()) - sizes["fc1"] / 2) / sum(sizes.values())
+    assert paired(dense) == unpaired(dense) == pytest.approx(1.0)
+    assert paired(half) == pytest.approx(exact)
+    assert unpaired(half) == pytest.approx(1.0)  # fc1 at half width, timed at half speed
+
+
 def test_registered_as_the_constrained_algorithm():
     from purl_jax.search import get_algorithm
 

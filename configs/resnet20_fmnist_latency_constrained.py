@@ -5,14 +5,16 @@
 
 Channel actions (``"channel_l1"``, as the FLOPs config); the cost is
 ``constrained.layer_latency_cost``: every conv / dense layer timed on this machine at its
-kept channel counts (a lookup table filled as architectures appear), relative to dense;
-budget 0.6. It is measured, noisy and not additive, which is
+kept channel counts (a lookup table filled as architectures appear, each new shape timed
+alternately with its dense shape so that a drift of machine speed cancels), relative to
+dense; budget 0.6. It is measured, noisy and not additive, which is
 what the Lagrangian and the measured projection are for. ``prune.cost = "latency"``
 times the whole masked model instead (only useful where the backend skips zeros).
 Expected: measured latency <= 0.6 of dense (guaranteed against the search's own timing
 table), accuracy near the FLOPs config's. Measured with 20 iterations and 1 fine-tuning epoch
-(seed 0): 52.3% by its table, 38% of the MACs, 91.97% test; a fresh table re-times the same
-masks at 67% (BENCHMARKS.md, Constrained (g)).
+(seed 0, before tables were paired): 52.3% by its table, 38% of the MACs, 91.97% test; a
+fresh table re-times the same masks at 67%, three paired tables at 60.8-62.5% (BENCHMARKS.md,
+Constrained (g)).
 """
 
 from pathlib import Path

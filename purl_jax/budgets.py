@@ -58,16 +58,19 @@ def flops_cost(graph: Graph, relative: bool = True) -> CostFn:
     return cost
 
 
-def time_call(fn: Callable, *args, repeats: int = 10, warmup: int = 2) -> float:
-    """Median wall time in seconds of ``fn(*args)``, waiting for the device each time."""
+def call_seconds(fn: Callable, args: tuple) -> float:
+    """Wall time of one ``fn(*args)``, waiting for the device."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def time_call(fn: Callable, *args, repeats: int = 10, warmup: int = 2,
+              clock: Callable[[Callable, tuple], float] = call_seconds) -> float:
+    """Median wall time in seconds of ``fn(*args)`` (``clock`` times one call)."""
     for _ in range(warmup):
         jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median([clock(fn, args) for _ in range(repeats)]))
 
 
 def latency_cost(

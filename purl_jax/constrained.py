@@ -41,7 +41,7 @@ import numpy as np
 from tqdm import trange
 
 from purl_jax import files
-from purl_jax.budgets import BudgetError, CostFn
+from purl_jax.budgets import BudgetError, CostFn, call_seconds, time_call
 from purl_jax.env import layer_features
 from purl_jax.graph import Graph
 from purl_jax.masks import (
@@ -120,9 +120,14 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
         layers = masked_layers(base_masks, graph)
         if not layers:
             raise BudgetError("no masked layers: the mask policy leaves nothing to prune")
-        # magnitude ranks never change, so a mask is one comparison per layer
-        ranks = [jnp.argsort(jnp.argsort(jnp.abs(get_path(params, l.path)).reshape(-1), stable=True),
-                             stable=True).reshape(l.kernel_shape) for l in layers]
+        # magnitude ranks never change, so a mask is one comparison per layer; the sorted
+        # magnitudes (for ``global_start``) come from the same sort
+        ranks, magnitudes = [], []
+        for l in layers:
+            w = jnp.abs(get_path(params, l.path)).reshape(-1)
+            order = jnp.argsort(w, stable=True)
+            ranks.append(jnp.argsort(order, stable=True).reshape(l.kernel_shape))
+            magnitudes.append(np.asarray(w[order]))
 
         def build(fractions, scores):
             masks = base_masks
@@ -131,11 +136,9 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
                 masks = set_path(masks, layer.path, rank >= k)
             return masks
 
-        magnitudes = tuple(np.sort(np.abs(np.asarray(get_path(params, l.path))).reshape(-1))
-                           for l in layers)
         return Problem(tuple(l.name for l in layers), layer_features(graph, layers),
                        np.full(len(layers), max_fraction, np.float32), np.ones(len(layers), int),
-                       action, build, magnitudes)
+                       action, build, tuple(magnitudes))
 
     groups = prunable_groups(graph, policy)
     if not groups:
@@ -540,13 +543,6 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
 
 # -- a measured latency that sees structured pruning ------------------------------------
 
-def call_seconds(fn: Callable, args: tuple) -> float:
-    """Wall time of one ``fn(*args)``, waiting for the device."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start
-
-
 def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5,
                        levels: int | None = 16, paired: bool = True,
                        clock: Callable[[Callable, tuple], float] = call_seconds) -> CostFn:
@@ -586,18 +582,17 @@ def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5,
                 (jnp.ones((batch_size, *layer.input_shape[:-1], cin)),
                  jnp.ones((*layer.kernel_size, cin // groups, cout))))
 
-    def median_seconds(fn, args, reference=None) -> float:
-        """Median time of ``fn``, or with ``reference`` the median ratio of the two timed
-        back to back, after warm-up calls (compiles)."""
-        for _ in range(2):
+    def seconds(fn, args) -> float:
+        return time_call(fn, *args, repeats=repeats, clock=clock)
+
+    def paired_ratio(fn, args, reference) -> float:
+        """Median ratio of ``fn``'s time to ``reference``'s, the two timed back to back."""
+        for _ in range(2):  # warm-up (compiles)
             jax.block_until_ready(fn(*args))
-            if reference is not None:
-                jax.block_until_ready(reference[0](*reference[1]))
-        if reference is None:
-            return float(np.median([clock(fn, args) for _ in range(repeats)]))
+            jax.block_until_ready(reference[0](*reference[1]))
         return float(np.median([clock(fn, args) / clock(*reference) for _ in range(repeats)]))
 
-    dense_seconds = {layer.name: median_seconds(*timing(layer, layer.in_features, layer.out_features))
+    dense_seconds = {layer.name: seconds(*timing(layer, layer.in_features, layer.out_features))
                      for layer in graph.layers}
     cache: dict[tuple, float] = {}
 
@@ -610,10 +605,10 @@ def layer_latency_cost(graph: Graph, *, batch_size: int = 32, repeats: int = 5,
                 cache[key] = dense_seconds[layer.name]
             elif paired:
                 reference = timing(layer, layer.in_features, layer.out_features)
-                ratio = median_seconds(*timing(layer, cin, cout), reference=reference)
+                ratio = paired_ratio(*timing(layer, cin, cout), reference)
                 cache[key] = ratio * dense_seconds[layer.name]
             else:
-                cache[key] = median_seconds(*timing(layer, cin, cout))
+                cache[key] = seconds(*timing(layer, cin, cout))
         return cache[key]
 
     def kept_channels(layer, mask) -> tuple[int, int]:

@@ -669,6 +669,7 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         clip_start=0.9, clip_step=0.05, clip_every=max(iterations // 10, 1),
         checkpoint_every=10,
         progress=True,
+        baseline_curves=True,  # curves.json: the baselines' reward-set accuracy over sparsity
         ppo=dict(dataclasses.asdict(PPOConfig(num_minibatches=max(num_envs // 8, 1)))),
     ))
 
@@ -678,16 +679,11 @@ def score_function(config: Any, model: Any, variables: dict, splits: Any, reward
     """The search's reward: ``evaluator`` accuracy, or with ``prune.reward_finetune`` the
     accuracy after a few masked SGD steps per candidate (``purl_jax.reward_finetune``)."""
     from purl_jax import reward_finetune
-    from purl_jax.data import StreamedDataset
 
-    cfg = config.prune.reward_finetune
-    if not reward_finetune.enabled(cfg):
+    scorer = reward_finetune.from_config(config, model, variables, splits, reward_set, evaluator)
+    if scorer is None:
         return lambda stacked, iteration: np.asarray(evaluator.evaluate_stacked(stacked).accuracy)
-    if isinstance(splits.train, StreamedDataset):
-        raise ValueError("prune.reward_finetune needs a training split held in memory")
-    return reward_finetune.FinetunedScorer(model, variables, splits.train, reward_set, cfg,
-                                           config.finetune, seed=config.seed,
-                                           calibration_images=evaluator.calibration_images)
+    return scorer
 
 
 def search_config(p: Any, budget: float, seed: int) -> SearchConfig:

@@ -18,9 +18,10 @@ benchmarks PuRL, ``-beta (max(0, (A_t - A) / A_t) + max(0, 1 - S / S_t))``, beta
 every step (``"dense"``) or only at the last one (``"terminal"``, the AMC-style ablation).
 
 Every candidate of a step is scored in one call of an injected
-``evaluate_layer(masks, layer_name, layer_masks[K, ...]) -> Scores(accuracy[K], loss[K])``
-(``purl_jax.evaluator.Evaluator.evaluate_layer``), so the reward and next state of *all*
-actions are known, not only of the one taken. The maths are pure jnp functions;
+``evaluate_layer(masks, layer_name, layer_masks[K, ...], episode) -> Scores(accuracy[K], loss[K])``
+(``purl_jax.evaluator.Evaluator.evaluate_layer``, or ``FinetunedScorer.evaluate_layer`` for
+rewards after a short fine-tuning whose length grows with ``episode``), so the reward and
+next state of *all* actions are known, not only of the one taken. The maths are pure jnp functions;
 ``PruningEnv`` only holds the static pieces and the evaluator.
 """
 
@@ -55,7 +56,7 @@ class Scores(NamedTuple):
     loss: jax.Array
 
 
-EvaluateLayer = Callable[[Masks, str, jax.Array], Scores]
+EvaluateLayer = Callable[[Masks, str, jax.Array, int], Scores]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,18 +278,19 @@ class PruningEnv:
         layer_masks = tuple(jnp.ones(k.shape, bool) for k in self.kernels)
         if accuracy is None:
             scores = self.evaluate_layer(self.masks_tree(layer_masks), self.layers[0].name,
-                                         layer_masks[0][None])
+                                         layer_masks[0][None], 0)
             accuracy = float(scores.accuracy[0])
         return EnvState(0, layer_masks, float(accuracy), -1)
 
-    def score_actions(self, state: EnvState) -> Outcomes:
+    def score_actions(self, state: EnvState, episode: int = 0) -> Outcomes:
         """Every action's mask, accuracy, loss, reward and next observation, in one
-        evaluator call."""
+        evaluator call (``episode``: the search's, for evaluators that change over it)."""
         if state.step >= self.num_steps:
             raise EnvError("the episode is over: reset the environment")
         i = self.layer_index(state.step)
         cands = self._candidates(self.kernels[i], state.layer_masks[i], self.actions)
-        scores = self.evaluate_layer(self.masks_tree(state.layer_masks), self.layers[i].name, cands)
+        scores = self.evaluate_layer(self.masks_tree(state.layer_masks), self.layers[i].name, cands,
+                                     episode)
         accuracy = jnp.asarray(scores.accuracy, jnp.float32)
         last = state.step + 1 == self.num_steps
         overall, reward, next_obs = _outcomes(

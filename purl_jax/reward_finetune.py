@@ -1,12 +1,15 @@
-"""Rewards after a short fine-tuning, the option of Malik et al.'s constrained search.
+"""Rewards after a short fine-tuning: Malik et al.'s option, and PuRL's per-step one.
 
 A heavily pruned network scores near chance before any training, although some allocations
 recover far better than others once trained. With ``prune.reward_finetune.steps`` > 0 each
-end-of-episode candidate first trains that many SGD steps with its mask held fixed (the
-fine-tuning recipe's masked step, ``train.masked_train_step``), and only then is scored on the
-reward set. The number of steps grows over the search (``growth`` per iteration, up to
-``max_steps``): early, cheap rewards sort out the obviously bad allocations; later ones
-are closer to what full fine-tuning will make of a candidate. Every candidate of an
+candidate first trains that many SGD steps with its mask held fixed (the fine-tuning
+recipe's masked step, ``train.masked_train_step``), and only then is scored on the reward
+set: the constrained search's end-of-episode candidates (``__call__``), or every action of
+a PuRL step (``evaluate_layer``). Every candidate starts from the dense weights, so PuRL's
+episode carries masks, not fine-tuned weights, from step to step. The number of steps grows
+over the search (``growth`` per iteration or episode, up to ``max_steps``): early, cheap
+rewards sort out the obviously bad allocations; later ones are closer to what full
+fine-tuning will make of a candidate. Every candidate of an
 iteration trains on the same batches with the same dropout key, one jitted step at a time
 from Python, so a growing step count never recompiles. Not a ``lax.scan`` or ``lax.map``
 of steps: XLA:CPU runs a ResNet-20 train step about 11x slower inside a loop than called
@@ -22,10 +25,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from purl_jax.data import Dataset
-from purl_jax.evaluator import recalibrated
-from purl_jax.masks import Masks
+from purl_jax.evaluator import Scores, recalibrated
+from purl_jax.graph import Graph
+from purl_jax.masks import Masks, set_path
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -60,17 +65,19 @@ def check(cfg: Any) -> None:
 class FinetunedScorer:
     """``score(stacked_masks, iteration) -> accuracy[K]`` on ``reward`` after
     ``steps_at(cfg, iteration)`` masked SGD steps per candidate on batches of ``train``
-    (then BatchNorm statistics re-estimated on ``calibration_images``, when given)."""
+    (then BatchNorm statistics re-estimated on ``calibration_images``, when given).
+    With ``graph``, ``evaluate_layer`` scores PuRL's candidates the same way."""
 
     def __init__(self, model: Any, variables: dict, train: Dataset, reward: Dataset, cfg: Any,
-                 recipe: ml_collections.ConfigDict, *, seed: int = 0, calibration_images=None):
+                 recipe: ml_collections.ConfigDict, *, seed: int = 0, calibration_images=None,
+                 graph: Graph | None = None):
         from purl_jax import train as train_lib
 
         check(cfg)
         if cfg.batch_size > len(train):
             raise ValueError(f"prune.reward_finetune.batch_size={cfg.batch_size} is larger than the "
                              f"{len(train)} training examples")
-        self.cfg, self.seed, self._train = cfg, seed, train
+        self.cfg, self.seed, self._train, self._graph = cfg, seed, train, graph
         sgd = ml_collections.ConfigDict(dict(recipe.to_dict(), optimizer="sgd", schedule="constant",
                                              warmup_epochs=0, learning_rate=cfg.learning_rate))
         tx = train_lib.make_optimizer(sgd, steps_per_epoch=1)
@@ -83,19 +90,45 @@ class FinetunedScorer:
         self._score = jax.jit(functools.partial(_score, model))
 
     def __call__(self, stacked: Masks, iteration: int) -> np.ndarray:
+        k = len(jax.tree.leaves(stacked)[0])
+        return self._scores([jax.tree.map(lambda m: m[i], stacked) for i in range(k)], iteration).accuracy
+
+    def evaluate_layer(self, masks: Masks, layer_name: str, layer_masks: jax.Array, episode: int) -> Scores:
+        """PuRL's ``env.EvaluateLayer``: K candidates equal to ``masks`` except for
+        ``layer_name``'s kernel mask, each fine-tuned ``steps_at(cfg, episode)`` steps."""
+        if self._graph is None:
+            raise ValueError("FinetunedScorer.evaluate_layer needs the model's graph")
+        path = self._graph.layer(layer_name).path
+        return self._scores([set_path(masks, path, m) for m in layer_masks], episode)
+
+    def _scores(self, candidates: list[Masks], iteration: int) -> Scores:
         steps = steps_at(self.cfg, iteration)
         rng = np.random.default_rng([self.seed, iteration])
         idx = rng.integers(0, len(self._train), (steps, self.cfg.batch_size))
         images, labels = jnp.asarray(self._train.images[idx]), jnp.asarray(self._train.labels[idx])
         key = jax.random.key_data(jax.random.key(self.seed + iteration))
-        accuracy = []
-        for k in range(len(jax.tree.leaves(stacked)[0])):
-            masks = jax.tree.map(lambda m: m[k], stacked)
+        scores = []
+        for masks in candidates:
             state = self._init(self._variables, masks, key)
             for i in range(steps):
                 state = self._step(state, masks, images[i], labels[i])
-            accuracy.append(self._score(state, self._reward, self._calibration))
-        return np.asarray(jnp.stack(accuracy))
+            scores.append(self._score(state, self._reward, self._calibration))
+        accuracy, loss = (np.asarray(jnp.stack(x)) for x in zip(*scores))
+        return Scores(accuracy, loss)
+
+
+def from_config(config: ml_collections.ConfigDict, model: Any, variables: dict, splits: Any,
+                reward_set: Dataset, evaluator: Any, graph: Graph | None = None) -> FinetunedScorer | None:
+    """The scorer of ``config.prune.reward_finetune``, or None when it is off."""
+    from purl_jax.data import StreamedDataset
+
+    cfg = config.prune.reward_finetune
+    if not enabled(cfg):
+        return None
+    if isinstance(splits.train, StreamedDataset):
+        raise ValueError("prune.reward_finetune needs a training split held in memory")
+    return FinetunedScorer(model, variables, splits.train, reward_set, cfg, config.finetune,
+                           seed=config.seed, calibration_images=evaluator.calibration_images, graph=graph)
 
 
 def _score(model, state, reward, calibration):
@@ -103,4 +136,5 @@ def _score(model, state, reward, calibration):
     if calibration is not None:  # a few steps move BatchNorm's running averages only a little
         tuned = recalibrated(model, tuned, calibration)
     logits = model.apply(tuned, reward[0], train=False)
-    return jnp.mean(jnp.argmax(logits, -1) == reward[1])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, reward[1]).mean()
+    return jnp.mean(jnp.argmax(logits, -1) == reward[1]), loss

@@ -128,7 +128,7 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
         ret, losses, actions = 0.0, [], []
         for t in range(env.num_steps):
             k_act, k_upd = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, episode), t))
-            out = env.score_actions(state)
+            out = env.score_actions(state, episode)
             epsilon = float(agent.epsilon(env_steps))
             a = int(agent.act(agent_state, obs, k_act, epsilon))
             discount = 0.0 if out.done else 1.0
@@ -184,12 +184,24 @@ def dqn_config(cfg: ml_collections.ConfigDict) -> DQNConfig:
 
 def make_env(ctx: PruneContext) -> PruningEnv:
     """The MDP of ``config.prune``: target accuracy = the dense reward-set accuracy minus
-    ``accuracy_tolerance`` (reconstructed)."""
+    ``accuracy_tolerance`` (reconstructed). With ``prune.reward_finetune`` every action is
+    scored after a few masked SGD steps (PuRL's optional per-step fine-tuning)."""
+    from purl_jax import reward_finetune
+
     p = ctx.config.prune
     dense = float(ctx.evaluator.evaluate(ctx.base_masks).accuracy)
     reward = RewardSpec(target_accuracy=max(dense - p.accuracy_tolerance, 1e-3),
                         target_sparsity=p.target_sparsity, beta=p.beta, mode=p.reward_mode)
-    return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, ctx.evaluator.evaluate_layer,
+    scorer = None
+    if "reward_finetune" in p:
+        scorer = reward_finetune.from_config(ctx.config, ctx.model, ctx.variables, ctx.splits,
+                                             ctx.reward_set, ctx.evaluator, ctx.graph)
+    if scorer is not None:
+        evaluate_layer = scorer.evaluate_layer
+    else:
+        def evaluate_layer(masks, layer_name, layer_masks, episode):
+            return ctx.evaluator.evaluate_layer(masks, layer_name, layer_masks)
+    return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, evaluate_layer,
                       reward, action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
 
 
@@ -430,6 +442,7 @@ def format_table(r: dict) -> str:
 def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.ConfigDict:
     """``config.prune`` for PuRL; the reconstructed defaults are marked."""
     from purl_jax.env import DEFAULT_ALPHAS
+    from purl_jax.reward_finetune import defaults as reward_finetune_defaults
 
     return ml_collections.ConfigDict(dict(
         algorithm="purl",
@@ -444,10 +457,12 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         episodes=episodes,
         reward_set_size=1000,  # reconstructed; drawn from validation
         bn_calibration=0,  # ours: training images to re-estimate BatchNorm statistics per candidate
+        reward_finetune=reward_finetune_defaults(),  # paper's option: masked SGD steps before scoring (off)
         experience="all_actions",  # or "taken"
         checkpoint_every=1,
         min_keep_fraction=0.0005,  # global_min baseline
         progress=True,
+        baseline_curves=True,  # curves.json: the baselines' reward-set accuracy over sparsity
         dqn=dataclasses.asdict(DQNConfig()),
     ))
 

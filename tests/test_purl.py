@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALL_LAYERS = MaskPolicy(exclude_first=False, exclude_last=False)
 
 
-def fake_evaluate_layer(masks, layer_name, layer_masks):
+def fake_evaluate_layer(masks, layer_name, layer_masks, episode=0):
     """Deterministic stand-in: accuracy falls with the candidate layer's sparsity."""
     kept = jnp.mean(layer_masks.reshape(layer_masks.shape[0], -1), axis=1)
     acc = 0.5 + 0.5 * kept
@@ -163,7 +163,7 @@ def test_search_resumes_after_a_kill(tmp_path):
 
     calls = {"n": 0}
 
-    def dies_mid_episode(masks, name, layer_masks):
+    def dies_mid_episode(masks, name, layer_masks, episode):
         calls["n"] += 1
         if calls["n"] == 1 + 4 * 2 + 2:  # reset, two full episodes, then mid-episode 3
             raise Killed
@@ -187,7 +187,8 @@ def test_search_with_the_real_evaluator_on_a_tiny_model(tmp_path):
     graph = analyze(model, variables, (28, 28, 1))
     base = init_masks(variables["params"], graph, ALL_LAYERS)
     ev = Evaluator(model, variables, x, y, graph=graph)
-    env = PruningEnv(variables["params"], graph, base, ev.evaluate_layer, RewardSpec(0.1, 0.7))
+    env = PruningEnv(variables["params"], graph, base, lambda m, n, c, e: ev.evaluate_layer(m, n, c),
+                     RewardSpec(0.1, 0.7))
     out = purl_search(env, DQN(env.obs_dim, env.num_actions, SMALL_DQN), episodes=3,
                       experience="taken", progress=False)
     s = summary(variables["params"], out["masks"], graph)
@@ -377,8 +378,8 @@ def test_paper_configs_run_one_search_step_on_mock_data(name):
     graph = analyze(model, variables, (32, 32, 3))
     base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
     p = config.prune
-    env = PruningEnv(variables["params"], graph, base,
-                     Evaluator(model, variables, x, y, graph=graph).evaluate_layer,
+    ev = Evaluator(model, variables, x, y, graph=graph)
+    env = PruningEnv(variables["params"], graph, base, lambda m, n, c, e: ev.evaluate_layer(m, n, c),
                      RewardSpec(0.5, p.target_sparsity, p.beta, p.reward_mode),
                      action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
     from purl_jax.search import dqn_config

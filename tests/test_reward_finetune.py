@@ -1,4 +1,4 @@
-"""Rewards after a short masked fine-tuning (the constrained search's option)."""
+"""Rewards after a short masked fine-tuning (the constrained search's option, and PuRL's per step)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import built
 from purl_jax import reward_finetune as rf
 from purl_jax.data import Dataset
 from purl_jax.evaluator import Evaluator
-from purl_jax.masks import init_masks
+from purl_jax.masks import MaskPolicy, get_path, init_masks, set_path
 from purl_jax.train import base_config
 
 
@@ -93,3 +93,52 @@ def test_a_growing_step_count_does_not_recompile():
     for iteration in (3, 4, 5):
         scorer(stacked, iteration)
     assert [f._cache_size() for f in (scorer._init, scorer._step, scorer._score)] == [1, 1, 1]
+
+
+def test_purl_candidates_score_as_the_stacked_ones_and_as_the_evaluator_without_steps():
+    """``evaluate_layer`` (PuRL's per-step form) agrees with the stacked form and, at 0 steps,
+    with ``Evaluator.evaluate_layer`` (accuracy and loss)."""
+    model, variables, graph, shape = built("lenet5")
+    rng = np.random.default_rng(3)
+    data = Dataset(rng.normal(size=(32, *shape)).astype(np.float32), rng.integers(0, 10, 32).astype(np.int32))
+    masks = init_masks(variables["params"], graph)
+    layer = graph.layer("conv2")
+    kernel = np.asarray(get_path(variables["params"], layer.path))
+    candidates = np.stack([np.abs(kernel) > q for q in np.quantile(np.abs(kernel), [0.0, 0.5, 0.9])])
+    scorer = rf.FinetunedScorer(model, variables, data, data, cfg(growth=1.0, batch_size=8, learning_rate=1e-3),
+                                base_config().finetune, graph=graph)
+    ev = Evaluator(model, variables, data.images, data.labels, graph=graph)
+    plain, untrained = ev.evaluate_layer(masks, "conv2", candidates), scorer.evaluate_layer(masks, "conv2", candidates, 0)
+    np.testing.assert_allclose(untrained.accuracy, plain.accuracy, atol=1e-6)
+    np.testing.assert_allclose(untrained.loss, plain.loss, rtol=1e-4)
+    trained = scorer.evaluate_layer(masks, "conv2", candidates, 3)  # 3 steps at episode 3
+    stacked = jax.tree.map(lambda m: np.stack([m] * 3), masks)
+    stacked = set_path(stacked, layer.path, candidates)
+    np.testing.assert_allclose(trained.accuracy, scorer(stacked, 3), atol=1e-6)
+    assert not np.allclose(trained.loss, untrained.loss)
+    with pytest.raises(ValueError, match="graph"):
+        rf.FinetunedScorer(model, variables, data, data, cfg(steps=1, batch_size=8),
+                           base_config().finetune).evaluate_layer(masks, "conv2", candidates, 0)
+
+
+def test_purl_search_scores_with_reward_finetuning(tmp_path):
+    """``run_purl`` scores every action after the configured SGD steps, end to end on mock data."""
+    from purl_jax.data import Splits
+    from purl_jax.search import PruneContext, make_env, run_purl
+    from purl_jax.train import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_purl.py")
+    config.prune.update(episodes=2, progress=False, reward_set_size=16, actions=(0.0, 1.0, 2.0))
+    config.prune.reward_finetune.update(steps=1, batch_size=8)
+    config.prune.dqn.update(min_replay=4, batch_size=4)
+    model, variables, graph, shape = built(config.model)
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(16, *shape)).astype(np.float32), rng.integers(0, 10, 16).astype(np.int32))
+    splits = Splits(name="mock", train=data, validation=data, test=data, num_classes=10, mean=(0.0,), std=(1.0,))
+    ev = Evaluator(model, variables, data.images, data.labels, graph=graph)
+    base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
+    ctx = PruneContext(config, tmp_path, model, variables, splits, graph, base, data, ev)
+    assert isinstance(make_env(ctx).evaluate_layer.__self__, rf.FinetunedScorer)
+    out = run_purl(ctx)
+    rows = (tmp_path / "search" / "episodes.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and 0.0 < out["best"]["sparsity"] < 1.0

@@ -7,8 +7,11 @@
 Scores global magnitude pruning at the kept-params ``--budget`` and the masks of each
 ``constrained_params.py`` search directory (its ``search.json`` fractions) with the plain
 reward (the evaluator) and with the reward after ``--steps`` masked SGD steps
-(``prune.reward_finetune``), on the config's reward set. Compare with their test accuracy
-after full fine-tuning in the searches' ``results.json``.
+(``prune.reward_finetune``), on the config's reward set, and with the plain reward on the
+validation images outside the reward sets of ``--holdout-seeds`` (the searches' seeds): a
+search picks its masks by their score on its reward set, so only images it never saw tell
+whether that score carries over. Compare with their test accuracy after full fine-tuning
+in the searches' ``results.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from constrained_params import global_sparsity_for  # noqa: E402
 
 from purl_jax import baselines, constrained as c, train  # noqa: E402
 from purl_jax.budgets import get_cost  # noqa: E402
+from purl_jax.data import reward_indices  # noqa: E402
+from purl_jax.evaluator import Evaluator  # noqa: E402
 from purl_jax.search import prune_context  # noqa: E402
 
 
@@ -38,6 +43,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--searches", nargs="+", required=True, help="constrained search directories")
+    ap.add_argument("--holdout-seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="seeds whose reward sets are left out of the held-out validation images")
     args, overrides = ap.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
 
     config = train.load_config(args.config, [f"--config.dense_checkpoint={args.dense}",
@@ -55,10 +62,18 @@ def main() -> None:
     stacked = jax.tree.map(lambda *m: np.stack([np.asarray(x) for x in m]), *masks)
     plain = np.asarray(ctx.evaluator.evaluate_stacked(stacked).accuracy)
     tuned = c.score_function(config, ctx.model, ctx.variables, ctx.splits, ctx.reward_set, ctx.evaluator)(stacked, 0)
+    validation, n = ctx.splits.validation, config.prune.reward_set_size
+    seen = np.zeros(len(validation), bool)
+    for seed in args.holdout_seeds:
+        seen[reward_indices(ctx.splits, n, seed)] = True
+    held = Evaluator(ctx.model, ctx.variables, validation.images[~seen], validation.labels[~seen], graph=graph,
+                     calibration_images=ctx.evaluator.calibration_images)
+    fresh = np.asarray(held.evaluate_stacked(stacked).accuracy)
     cost = get_cost("params", variables=ctx.variables)
-    print(f"| masks | kept params | plain reward | reward after {args.steps} SGD steps |\n|---|---:|---:|---:|")
-    for name, m, a, b in zip(names, masks, plain, tuned):
-        print(f"| {name} | {float(cost(m)):.2%} | {a:.1%} | {b:.1%} |")
+    print(f"| masks | kept params | plain reward | reward after {args.steps} SGD steps | "
+          f"plain, {int((~seen).sum())} held-out images |\n|---|---:|---:|---:|---:|")
+    for name, m, a, b, h in zip(names, masks, plain, tuned, fresh):
+        print(f"| {name} | {float(cost(m)):.2%} | {a:.1%} | {b:.1%} | {h:.1%} |")
 
 
 if __name__ == "__main__":

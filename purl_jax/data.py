@@ -571,15 +571,20 @@ def _normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) 
     return out
 
 
-def reward_subset(splits: Splits, n: int, seed: int) -> Dataset:
-    """``n`` validation examples drawn without replacement from ``seed`` (the RL reward set)."""
+def reward_indices(splits: Splits, n: int, seed: int) -> np.ndarray:
+    """Which ``n`` validation examples ``reward_subset`` draws from ``seed`` (sorted)."""
     available = len(splits.validation)
     if not 0 < n <= available:
         raise DataError(
             f"reward_subset needs 0 < n <= {available} (the validation size of {splits.name}), "
             f"got n={n}: ask for fewer, or load with a larger validation_size."
         )
-    idx = np.sort(np.random.default_rng(seed).choice(available, n, replace=False))
+    return np.sort(np.random.default_rng(seed).choice(available, n, replace=False))
+
+
+def reward_subset(splits: Splits, n: int, seed: int) -> Dataset:
+    """``n`` validation examples drawn without replacement from ``seed`` (the RL reward set)."""
+    idx = reward_indices(splits, n, seed)
     return Dataset(splits.validation.images[idx], splits.validation.labels[idx])
 
 

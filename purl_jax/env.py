@@ -21,8 +21,8 @@ Every candidate of a step is scored in one call of an injected
 ``evaluate_layer(masks, layer_name, layer_masks[K, ...], episode) -> Scores(accuracy[K], loss[K])``
 (``purl_jax.evaluator.Evaluator.evaluate_layer``, or ``FinetunedScorer.evaluate_layer`` for
 rewards after a short fine-tuning whose length grows with ``episode``), so the reward and
-next state of *all* actions are known, not only of the one taken. The maths are pure jnp functions;
-``PruningEnv`` only holds the static pieces and the evaluator.
+next state of *all* actions are known, not only of the one taken. The maths are pure jnp
+functions; ``PruningEnv`` only holds the static pieces and the evaluator.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ over the search (``growth`` per iteration or episode, up to ``max_steps``): earl
 rewards sort out the obviously bad allocations; later ones are closer to what full
 fine-tuning will make of a candidate. Every candidate of an iteration trains on the same
 batches with the same dropout key, one jitted step at a time from Python, so a growing step
-count never recompiles. Not a ``lax.scan`` or ``lax.map``
-of steps: XLA:CPU runs a ResNet-20 train step about 11x slower inside a loop than called
-alone (jax-ml/jax#12868; BENCHMARKS.md, "Reward fine-tuning speed").
+count never recompiles. Not a ``lax.scan`` or ``lax.map`` of steps: XLA:CPU runs a
+ResNet-20 train step about 11x slower inside a loop than called alone (jax-ml/jax#12868;
+BENCHMARKS.md, "Reward fine-tuning speed").
 """
 
 from __future__ import annotations

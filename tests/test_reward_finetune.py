@@ -47,26 +47,32 @@ def test_no_steps_scores_as_the_evaluator_and_steps_fit_the_data():
         rf.FinetunedScorer(model, variables, data, data, cfg(steps=1, batch_size=64), recipe)
 
 
+def mock_context(config, workdir):
+    """A ``PruneContext`` of ``config``'s model on 16 random images (train = reward set)."""
+    from purl_jax.data import Splits
+    from purl_jax.search import PruneContext
+
+    model, variables, graph, shape = built(config.model)
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(16, *shape)).astype(np.float32), rng.integers(0, 10, 16).astype(np.int32))
+    splits = Splits(name="mock", train=data, validation=data, test=data, num_classes=10, mean=(0.0,), std=(1.0,))
+    ev = Evaluator(model, variables, data.images, data.labels, graph=graph)
+    base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
+    return PruneContext(config, workdir, model, variables, splits, graph, base, data, ev)
+
+
 def test_constrained_search_scores_with_reward_finetuning(tmp_path):
     """``run_constrained`` picks the fine-tuned reward from the config, end to end on mock data."""
     from purl_jax import constrained as c
-    from purl_jax.data import Splits
-    from purl_jax.search import PruneContext
     from purl_jax.train import load_config
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py")
     config.prune.update(iterations=2, num_envs=2, progress=False, reward_set_size=16)
     config.prune.reward_finetune.update(steps=1, growth=1.0, batch_size=8)
     config.prune.ppo.update(epochs=1, num_minibatches=1)
-    model, variables, graph, shape = built(config.model)
-    rng = np.random.default_rng(0)
-    data = Dataset(rng.normal(size=(16, *shape)).astype(np.float32), rng.integers(0, 10, 16).astype(np.int32))
-    splits = Splits(name="mock", train=data, validation=data, test=data, num_classes=10, mean=(0.0,), std=(1.0,))
-    ev = Evaluator(model, variables, data.images, data.labels, graph=graph)
-    score = c.score_function(config, model, variables, splits, data, ev)
+    ctx = mock_context(config, tmp_path)
+    score = c.score_function(config, ctx.model, ctx.variables, ctx.splits, ctx.reward_set, ctx.evaluator)
     assert isinstance(score, rf.FinetunedScorer)
-    ctx = PruneContext(config, tmp_path, model, variables, splits, graph, init_masks(variables["params"], graph),
-                       data, ev)
     out = c.run_constrained(ctx)
     assert out["constrained"]["feasible"] and out["cost"] <= config.prune.budget
 
@@ -123,21 +129,14 @@ def test_purl_candidates_score_as_the_stacked_ones_and_as_the_evaluator_without_
 
 def test_purl_search_scores_with_reward_finetuning(tmp_path):
     """``run_purl`` scores every action after the configured SGD steps, end to end on mock data."""
-    from purl_jax.data import Splits
-    from purl_jax.search import PruneContext, make_env, run_purl
+    from purl_jax.search import make_env, run_purl
     from purl_jax.train import load_config
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_purl.py")
     config.prune.update(episodes=2, progress=False, reward_set_size=16, actions=(0.0, 1.0, 2.0))
     config.prune.reward_finetune.update(steps=1, batch_size=8)
     config.prune.dqn.update(min_replay=4, batch_size=4)
-    model, variables, graph, shape = built(config.model)
-    rng = np.random.default_rng(0)
-    data = Dataset(rng.normal(size=(16, *shape)).astype(np.float32), rng.integers(0, 10, 16).astype(np.int32))
-    splits = Splits(name="mock", train=data, validation=data, test=data, num_classes=10, mean=(0.0,), std=(1.0,))
-    ev = Evaluator(model, variables, data.images, data.labels, graph=graph)
-    base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
-    ctx = PruneContext(config, tmp_path, model, variables, splits, graph, base, data, ev)
+    ctx = mock_context(config, tmp_path)
     assert isinstance(make_env(ctx).evaluate_layer.__self__, rf.FinetunedScorer)
     out = run_purl(ctx)
     rows = (tmp_path / "search" / "episodes.jsonl").read_text().splitlines()

@@ -19,8 +19,9 @@ every step (``"dense"``) or only at the last one (``"terminal"``, the AMC-style 
 
 Every candidate of a step is scored in one call of an injected
 ``evaluate_layer(masks, layer_name, layer_masks[K, ...], episode) -> Scores(accuracy[K], loss[K])``
-(``purl_jax.evaluator.Evaluator.evaluate_layer``, or ``FinetunedScorer.evaluate_layer`` for
-rewards after a short fine-tuning whose length grows with ``episode``), so the reward and
+(an ``purl_jax.evaluator.Evaluator``, whose scores do not depend on the episode, or
+``FinetunedScorer.evaluate_layer`` for rewards after a short fine-tuning whose length grows
+with ``episode``), so the reward and
 next state of *all* actions are known, not only of the one taken. The maths are pure jnp
 functions; ``PruningEnv`` only holds the static pieces and the evaluator.
 """
@@ -36,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purl_jax.evaluator import Evaluator, Scores
 from purl_jax.graph import Graph, Layer
 from purl_jax.masks import Masks, get_path, magnitude_mask, masked_layers, set_path
 
@@ -47,13 +49,6 @@ DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(23))  # PuRL: 0.0, 0.1, 
 
 class EnvError(ValueError):
     """A pruning environment that cannot be built from these settings."""
-
-
-class Scores(NamedTuple):
-    """What the evaluator returns (mirrors ``purl_jax.evaluator.Scores``)."""
-
-    accuracy: jax.Array
-    loss: jax.Array
 
 
 EvaluateLayer = Callable[[Masks, str, jax.Array, int], Scores]
@@ -227,7 +222,7 @@ class PruningEnv:
     """
 
     def __init__(self, params: Any, graph: Graph, base_masks: Masks,
-                 evaluate_layer: EvaluateLayer, reward: RewardSpec, *,
+                 evaluate_layer: EvaluateLayer | Evaluator, reward: RewardSpec, *,
                  action_mode: str = "threshold", actions: Sequence[float] | None = None,
                  passes: int = 1) -> None:
         self.layers = masked_layers(base_masks, graph)
@@ -236,6 +231,10 @@ class PruningEnv:
         if passes < 1:
             raise EnvError(f"passes must be >= 1, got {passes}")
         self.graph, self.base_masks, self.reward = graph, base_masks, reward
+        if isinstance(evaluate_layer, Evaluator):
+            evaluator = evaluate_layer
+            evaluate_layer = lambda masks, name, layer_masks, episode: evaluator.evaluate_layer(
+                masks, name, layer_masks)
         self.evaluate_layer = evaluate_layer
         self.action_mode = action_mode
         self.actions = jnp.asarray(action_grid(action_mode, actions))

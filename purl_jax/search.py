@@ -196,11 +196,7 @@ def make_env(ctx: PruneContext) -> PruningEnv:
     if "reward_finetune" in p:
         scorer = reward_finetune.from_config(ctx.config, ctx.model, ctx.variables, ctx.splits,
                                              ctx.reward_set, ctx.evaluator, ctx.graph)
-    if scorer is not None:
-        evaluate_layer = scorer.evaluate_layer
-    else:
-        def evaluate_layer(masks, layer_name, layer_masks, episode):
-            return ctx.evaluator.evaluate_layer(masks, layer_name, layer_masks)
+    evaluate_layer = ctx.evaluator if scorer is None else scorer.evaluate_layer
     return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, evaluate_layer,
                       reward, action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
 
@@ -251,6 +247,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     rounds = config.finetune.rounds
     if not isinstance(rounds, int) or rounds < 1:
         raise PruneError(f"finetune.rounds must be a positive integer, got {rounds!r}")
+    final_epochs = config.finetune.get("final_epochs", 0)
+    if not isinstance(final_epochs, int) or final_epochs < 0:
+        raise PruneError(f"finetune.final_epochs must be an integer >= 0, got {final_epochs!r}")
     if rounds > 1 and p.get("action", "layer") != "layer":
         raise PruneError("finetune.rounds > 1 prunes weights by magnitude, which would undo "
                          f"prune.action={p.action!r}'s channel structure; use rounds = 1")
@@ -338,11 +337,12 @@ def finetune(ctx: PruneContext, masks: Masks, workdir: epath.Path) -> tuple[dict
     ``finetune.rounds`` > 1 prunes gradually: round r keeps ``masks``' per-layer sparsity
     on Zhu & Gupta's cubic ramp (``masks.gradual_ratios``), by magnitude of the weights
     fine-tuned so far, and fine-tunes ``finetune.epochs`` epochs; the last round reaches
-    ``masks``' allocation (the same count per layer, chosen by the latest magnitudes).
+    ``masks``' allocation (the same count per layer, chosen by the latest magnitudes) and
+    fine-tunes ``finetune.final_epochs`` epochs if that is set (> 0).
     """
     config, trainer = ctx.config, ctx.trainer or _trainer()
-    run = lambda variables, m, where, desc: trainer.fit(
-        ctx.model, variables, ctx.splits, config.finetune, masks=m, workdir=where, seed=config.seed,
+    run = lambda variables, m, where, desc, cfg=config.finetune: trainer.fit(
+        ctx.model, variables, ctx.splits, cfg, masks=m, workdir=where, seed=config.seed,
         desc=desc, augment=trainer.get_augment(config), teacher=ctx.variables)
     rounds = config.finetune.rounds
     if rounds == 1:
@@ -353,7 +353,10 @@ def finetune(ctx: PruneContext, masks: Masks, workdir: epath.Path) -> tuple[dict
     variables, history = ctx.variables, []
     for r, ratios in enumerate(gradual_ratios(final, rounds), 1):
         masks = magnitude_masks(variables["params"], ctx.base_masks, ctx.graph, ratios)
-        variables, h = run(variables, masks, workdir / f"round_{r}", f"finetune {r}/{rounds}")
+        cfg = config.finetune
+        if r == rounds and cfg.get("final_epochs", 0) > 0:
+            cfg = ml_collections.ConfigDict({**cfg.to_dict(), "epochs": cfg.final_epochs})
+        variables, h = run(variables, masks, workdir / f"round_{r}", f"finetune {r}/{rounds}", cfg)
         history += [dict(record, round=r) for record in h]
     return variables, history, masks
 

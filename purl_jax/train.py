@@ -100,6 +100,7 @@ def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:
     c.finetune.distill = 0.0
     c.finetune.distill_temperature = 4.0
     c.finetune.rounds = 1  # > 1: gradual pruning over that many rounds (search.finetune)
+    c.finetune.final_epochs = 0  # > 0: the last round's epochs (others: finetune.epochs)
     c.dense_checkpoint = ""
     return c
 

@@ -187,7 +187,7 @@ def test_search_with_the_real_evaluator_on_a_tiny_model(tmp_path):
     graph = analyze(model, variables, (28, 28, 1))
     base = init_masks(variables["params"], graph, ALL_LAYERS)
     ev = Evaluator(model, variables, x, y, graph=graph)
-    env = PruningEnv(variables["params"], graph, base, lambda m, n, c, e: ev.evaluate_layer(m, n, c),
+    env = PruningEnv(variables["params"], graph, base, ev,
                      RewardSpec(0.1, 0.7))
     out = purl_search(env, DQN(env.obs_dim, env.num_actions, SMALL_DQN), episodes=3,
                       experience="taken", progress=False)
@@ -324,21 +324,25 @@ def test_gradual_finetuning_ramps_to_the_searched_allocation(tmp_path):
     fit = trainer.fit
 
     def recording_fit(model, variables, data, cfg, *, masks=None, workdir=None, **kw):
-        calls.append((workdir.name, 1 - np.mean([np.mean(m) for m in jax.tree.leaves(masks)])))
+        calls.append((workdir.name, 1 - np.mean([np.mean(m) for m in jax.tree.leaves(masks)]),
+                      cfg.epochs))
         return fit(model, variables, data, cfg, masks=masks, workdir=workdir, **kw)
 
     trainer.fit = recording_fit
     config = tiny_config("global_min")
-    config.finetune.rounds = 3
+    config.finetune.update(rounds=3, epochs=2, final_epochs=5)
     config.prune.baseline_curves = False
     searched = prune(config, tmp_path / "one_shot", trainer=fake_trainer())
     result = prune(config, tmp_path / "gradual", trainer=trainer)
     assert [c[0] for c in calls] == ["round_1", "round_2", "round_3"]
     assert calls[0][1] < calls[1][1] < calls[2][1]  # sparser every round
+    assert [c[2] for c in calls] == [2, 2, 5]  # the last round fine-tunes final_epochs
     assert result["layer_sparsity"] == pytest.approx(searched["layer_sparsity"], abs=1e-3)
-    config.finetune.rounds = 0
-    with pytest.raises(PruneError, match="finetune.rounds"):
-        prune(config, tmp_path / "bad", trainer=trainer)
+    for field, value in (("rounds", 0), ("final_epochs", -1)):
+        bad = tiny_config("global_min")
+        bad.finetune[field] = value
+        with pytest.raises(PruneError, match=f"finetune.{field}"):
+            prune(bad, tmp_path / "bad", trainer=trainer)
 
 
 def test_dense_checkpoint_of_another_model_is_refused(tmp_path):
@@ -379,7 +383,7 @@ def test_paper_configs_run_one_search_step_on_mock_data(name):
     base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
     p = config.prune
     ev = Evaluator(model, variables, x, y, graph=graph)
-    env = PruningEnv(variables["params"], graph, base, lambda m, n, c, e: ev.evaluate_layer(m, n, c),
+    env = PruningEnv(variables["params"], graph, base, ev,
                      RewardSpec(0.5, p.target_sparsity, p.beta, p.reward_mode),
                      action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
     from purl_jax.search import dqn_config

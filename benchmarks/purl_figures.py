@@ -8,6 +8,11 @@
     python benchmarks/purl_figures.py reward-modes --config configs/lenet300_mnist_purl.py \
         --dense runs/lenet300_mnist --seeds 0 1 2 --workdir runs/purl_fig_lenet300_rm \
         --out benchmarks/results/purl_lenet300_reward_modes.json
+    # ablation of the MDP and agent choices: each variant changes config.prune fields
+    python benchmarks/purl_figures.py ablation --config configs/lenet300_mnist_purl.py \
+        --dense runs/lenet300_mnist --sparsities 0.95 --seeds 0 1 2 --workdir runs/purl_ablation \
+        --out benchmarks/results/purl_lenet300_ablation.json \
+        --variants experience=taken passes=1 "action_mode=sparsity;actions=(0.5,0.9,0.99)"
 
 The JSON is rewritten after every run, so a cut-short benchmark keeps what it measured.
 Seeds vary ``config.seed`` (search, fine-tuning order, reward set); the test set is fixed.
@@ -16,6 +21,7 @@ Seeds vary ``config.seed`` (search, fine-tuning order, reward set); the test set
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -111,9 +117,70 @@ def reward_modes(args: argparse.Namespace) -> None:
                 runs=rows))
 
 
+def parse_variant(text: str) -> dict:
+    """``"key=value;key=value"`` -> config.prune overrides (``dqn.x`` for nested fields);
+    values are Python literals, or
+    strings when they do not parse as one (``action_mode=sparsity``)."""
+    fields = {}
+    for item in text.split(";"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variants: expected key=value, got {item!r}")
+        try:
+            fields[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            fields[key.strip()] = value
+    return fields
+
+
+def ablation(args: argparse.Namespace) -> None:
+    """The config's search and each variant of it (config.prune fields changed), each
+    projected to the target and fine-tuned alike: what every choice of the MDP and agent
+    does to the search and to the test accuracy that follows."""
+    variants = {"config": {}, **{v: parse_variant(v) for v in args.variants}}
+    rows = []
+    for seed in args.seeds:
+        for name, fields in variants.items():
+            c = load_config(args, seed)
+            c.prune.target_sparsity = args.sparsities[0]
+            for key, value in fields.items():  # dotted keys reach nested fields: dqn.lr=...
+                *parents, leaf = key.split(".")
+                node = c.prune
+                for part in parents:
+                    node = node[part]
+                node[leaf] = value
+            workdir = Path(args.workdir) / f"{name.replace(';', '_')}_seed{seed}"
+            r = prune(c, workdir)
+            episodes = [json.loads(l) for l in
+                        (workdir / "search" / "episodes.jsonl").read_text().splitlines()]
+            final = episodes[-1]["best_final_reward"]
+            hit = next(e for e in episodes if e["best_final_reward"] >= final)
+            rows.append(dict(
+                variant=name, seed=seed, pruned_test_accuracy=r["pruned_test_accuracy"],
+                dense_test_accuracy=r["dense_test_accuracy"], sparsity=r["sparsity"],
+                layer_sparsity=r["layer_sparsity"], final_best_reward=final,
+                episodes_to_final=hit["episode"] + 1,
+                best_accuracy=r["best"]["accuracy"], best_sparsity=r["best"]["sparsity"],
+                search_seconds=r["search_seconds"]))
+            summary = {}
+            for row in rows:
+                for k in ("pruned_test_accuracy", "final_best_reward", "episodes_to_final",
+                          "best_accuracy", "best_sparsity", "search_seconds"):
+                    summary.setdefault(row["variant"], {}).setdefault(k, []).append(row[k])
+            write(args.out, dict(
+                command="python benchmarks/purl_figures.py ablation " + " ".join(args.argv),
+                target_sparsity=args.sparsities[0], variants=variants,
+                finetune=c.finetune.to_dict(),
+                summary={v: {k: mean_std(x) for k, x in d.items()} for v, d in summary.items()},
+                runs=rows))
+
+
+FIGURES = {"compare": compare, "reward-modes": reward_modes, "ablation": ablation}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", choices=("compare", "reward-modes"))
+    parser.add_argument("figure", choices=tuple(FIGURES))
     parser.add_argument("--config", required=True)
     parser.add_argument("--dense", required=True, help="a `purl-jax train` workdir")
     parser.add_argument("--workdir", required=True)
@@ -124,10 +191,12 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=None, help="per round")
     parser.add_argument("--episodes", type=int, default=None, help="PuRL search episodes (default: the config's)")
     parser.add_argument("--finetune-rounds", type=int, default=1, help="gradual pruning rounds")
+    parser.add_argument("--variants", nargs="+", default=[],
+                        help='ablation: config.prune changes, each "key=value[;key=value]"')
     args, overrides = parser.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
     args.overrides = overrides
     args.argv = sys.argv[2:]
-    (compare if args.figure == "compare" else reward_modes)(args)
+    FIGURES[args.figure](args)
 
 
 if __name__ == "__main__":

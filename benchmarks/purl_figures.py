@@ -40,7 +40,8 @@ def load_config(args: argparse.Namespace, seed: int) -> ml_collections.ConfigDic
     c.prune.progress, c.prune.baseline_curves = False, False
     if args.finetune_epochs is not None:
         c.finetune.epochs = args.finetune_epochs
-    c.finetune.rounds = args.finetune_rounds
+    if args.finetune_rounds is not None:
+        c.finetune.rounds = args.finetune_rounds
     if args.episodes is not None:
         c.prune.episodes = args.episodes
     return c
@@ -190,7 +191,8 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["purl", "global"])
     parser.add_argument("--finetune-epochs", type=int, default=None, help="per round")
     parser.add_argument("--episodes", type=int, default=None, help="PuRL search episodes (default: the config's)")
-    parser.add_argument("--finetune-rounds", type=int, default=1, help="gradual pruning rounds")
+    parser.add_argument("--finetune-rounds", type=int, default=None,
+                        help="gradual pruning rounds (default: the config's)")
     parser.add_argument("--variants", nargs="+", default=[],
                         help='ablation: config.prune changes, each "key=value[;key=value]"')
     args, overrides = parser.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes

@@ -120,8 +120,8 @@ def reward_modes(args: argparse.Namespace) -> None:
 
 def parse_variant(text: str) -> dict:
     """``"key=value;key=value"`` -> config.prune overrides (``dqn.x`` for nested fields);
-    values are Python literals, or
-    strings when they do not parse as one (``action_mode=sparsity``)."""
+    values are Python literals, or strings when they do not parse as one
+    (``action_mode=sparsity``)."""
     fields = {}
     for item in text.split(";"):
         key, sep, value = item.partition("=")

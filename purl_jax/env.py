@@ -19,7 +19,7 @@ every step (``"dense"``) or only at the last one (``"terminal"``, the AMC-style 
 
 Every candidate of a step is scored in one call of an injected
 ``evaluate_layer(masks, layer_name, layer_masks[K, ...], episode) -> Scores(accuracy[K], loss[K])``
-(an ``purl_jax.evaluator.Evaluator``, whose scores do not depend on the episode, or
+(a ``purl_jax.evaluator.Evaluator``, whose scores do not depend on the episode, or
 ``FinetunedScorer.evaluate_layer`` for rewards after a short fine-tuning whose length grows
 with ``episode``), so the reward and
 next state of *all* actions are known, not only of the one taken. The maths are pure jnp

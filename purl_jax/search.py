@@ -341,12 +341,12 @@ def finetune(ctx: PruneContext, masks: Masks, workdir: epath.Path) -> tuple[dict
     fine-tunes ``finetune.final_epochs`` epochs if that is set (> 0).
     """
     config, trainer = ctx.config, ctx.trainer or _trainer()
-    run = lambda variables, m, where, desc, cfg=config.finetune: trainer.fit(
+    run = lambda variables, m, where, desc, cfg: trainer.fit(
         ctx.model, variables, ctx.splits, cfg, masks=m, workdir=where, seed=config.seed,
         desc=desc, augment=trainer.get_augment(config), teacher=ctx.variables)
     rounds = config.finetune.rounds
     if rounds == 1:
-        variables, history = run(ctx.variables, masks, workdir, "finetune")
+        variables, history = run(ctx.variables, masks, workdir, "finetune", config.finetune)
         return variables, history, masks
     layers = masked_layers(ctx.base_masks, ctx.graph)
     final = {l.name: 1.0 - float(np.mean(np.asarray(get_path(masks, l.path)))) for l in layers}

@@ -89,7 +89,7 @@ def test_imitate_fits_the_policy_mean_to_given_actions():
     target = jnp.array([0.1, 0.5, 0.9, 0.97, 0.3, 0.6])[:, None]
     before = agent.network.apply(state.params, obs)[0]
     assert float(jnp.abs(before - target).max()) > 0.3  # the fresh policy is flat at 0.5
-    fitted, mse = agent.imitate(state, obs, target, 500)
+    fitted, mse = agent.imitate(state, obs, target, 1000)  # 500 left 1.3e-4 on an AMD CPU
     assert float(mse) < 1e-4
     assert agent.network.apply(fitted.params, obs)[0] == pytest.approx(np.asarray(target), abs=0.02)
     # only the policy moved: both value heads still give the fresh network's values

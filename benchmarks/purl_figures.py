@@ -21,7 +21,6 @@ Seeds vary ``config.seed`` (search, fine-tuning order, reward set); the test set
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import time
@@ -34,8 +33,9 @@ from purl_jax import train
 from purl_jax.search import prune, prune_context, run_purl
 
 
-def load_config(args: argparse.Namespace, seed: int) -> ml_collections.ConfigDict:
-    c = train.load_config(args.config, args.overrides)
+def load_config(args: argparse.Namespace, seed: int,
+                extra: list[str] = ()) -> ml_collections.ConfigDict:
+    c = train.load_config(args.config, [*args.overrides, *extra])
     c.seed, c.dense_checkpoint = seed, str(Path(args.dense).resolve())
     c.prune.progress, c.prune.baseline_curves = False, False
     if args.finetune_epochs is not None:
@@ -82,10 +82,17 @@ def compare(args: argparse.Namespace) -> None:
                     summary={k: mean_std(v) for k, v in summary.items()}, runs=rows))
 
 
-def search_only(config: ml_collections.ConfigDict, workdir: Path) -> list[dict]:
-    """The PuRL search of ``prune`` without fine-tuning."""
+def read_episodes(workdir: Path) -> tuple[list[dict], float, dict]:
+    """A search's per-episode log, its best final reward and the episode that first reached it."""
+    episodes = [json.loads(l) for l in (workdir / "search" / "episodes.jsonl").read_text().splitlines()]
+    final = episodes[-1]["best_final_reward"]
+    return episodes, final, next(e for e in episodes if e["best_final_reward"] >= final)
+
+
+def search_only(config: ml_collections.ConfigDict, workdir: Path) -> tuple[list[dict], float, dict]:
+    """The PuRL search of ``prune`` without fine-tuning; ``read_episodes`` of it."""
     run_purl(prune_context(config, workdir))
-    return [json.loads(l) for l in (workdir / "search" / "episodes.jsonl").read_text().splitlines()]
+    return read_episodes(workdir)
 
 
 def reward_modes(args: argparse.Namespace) -> None:
@@ -97,9 +104,7 @@ def reward_modes(args: argparse.Namespace) -> None:
             c.prune.reward_mode = mode
             c.prune.target_sparsity = args.sparsities[0]
             t0 = time.time()
-            episodes = search_only(c, Path(args.workdir) / f"{mode}_seed{seed}")
-            final = episodes[-1]["best_final_reward"]
-            hit = next(e for e in episodes if e["best_final_reward"] >= final)
+            episodes, final, hit = search_only(c, Path(args.workdir) / f"{mode}_seed{seed}")
             best = next(e for e in episodes if e["final_reward"] >= final)
             rows.append(dict(
                 reward_mode=mode, seed=seed, episodes=len(episodes), final_best_reward=final,
@@ -118,44 +123,21 @@ def reward_modes(args: argparse.Namespace) -> None:
                 runs=rows))
 
 
-def parse_variant(text: str) -> dict:
-    """``"key=value;key=value"`` -> config.prune overrides (``dqn.x`` for nested fields);
-    values are Python literals, or strings when they do not parse as one
-    (``action_mode=sparsity``)."""
-    fields = {}
-    for item in text.split(";"):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--variants: expected key=value, got {item!r}")
-        try:
-            fields[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            fields[key.strip()] = value
-    return fields
-
-
 def ablation(args: argparse.Namespace) -> None:
     """The config's search and each variant of it (config.prune fields changed), each
     projected to the target and fine-tuned alike: what every choice of the MDP and agent
     does to the search and to the test accuracy that follows."""
-    variants = {"config": {}, **{v: parse_variant(v) for v in args.variants}}
+    # "key=value;key=value" -> --config.prune.key=value overrides, parsed as the CLI parses them
+    variants = {"config": [], **{v: [f"--config.prune.{kv}" for kv in v.split(";")]
+                                 for v in args.variants}}
     rows = []
     for seed in args.seeds:
-        for name, fields in variants.items():
-            c = load_config(args, seed)
+        for name, overrides in variants.items():
+            c = load_config(args, seed, overrides)
             c.prune.target_sparsity = args.sparsities[0]
-            for key, value in fields.items():  # dotted keys reach nested fields: dqn.lr=...
-                *parents, leaf = key.split(".")
-                node = c.prune
-                for part in parents:
-                    node = node[part]
-                node[leaf] = value
             workdir = Path(args.workdir) / f"{name.replace(';', '_')}_seed{seed}"
             r = prune(c, workdir)
-            episodes = [json.loads(l) for l in
-                        (workdir / "search" / "episodes.jsonl").read_text().splitlines()]
-            final = episodes[-1]["best_final_reward"]
-            hit = next(e for e in episodes if e["best_final_reward"] >= final)
+            _, final, hit = read_episodes(workdir)
             rows.append(dict(
                 variant=name, seed=seed, pruned_test_accuracy=r["pruned_test_accuracy"],
                 dense_test_accuracy=r["dense_test_accuracy"], sparsity=r["sparsity"],
@@ -194,7 +176,8 @@ def main() -> None:
     parser.add_argument("--finetune-rounds", type=int, default=None,
                         help="gradual pruning rounds (default: the config's)")
     parser.add_argument("--variants", nargs="+", default=[],
-                        help='ablation: config.prune changes, each "key=value[;key=value]"')
+                        help='ablation: config.prune changes, each "key=value[;key=value]" '
+                             '(dqn.x=... for nested fields)')
     args, overrides = parser.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
     args.overrides = overrides
     args.argv = sys.argv[2:]

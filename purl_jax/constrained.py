@@ -45,8 +45,8 @@ from purl_jax.budgets import BudgetError, CostFn, call_seconds, time_call
 from purl_jax.env import layer_features
 from purl_jax.graph import Graph
 from purl_jax.masks import (
-    Masks, MaskPolicy, channel_masks_to_masks, channel_scores, get_path, masked_layers,
-    prunable_groups, set_path,
+    Masks, MaskPolicy, ascending_ranks, channel_masks_to_masks, channel_scores, get_path,
+    masked_layers, prunable_groups, pruned_count, set_path,
 )
 from purl_jax.ppo_lagrangian import AgentState, PPOConfig, PPOLagrangian, Transition
 from purl_jax.reward_finetune import defaults as reward_finetune_defaults
@@ -121,19 +121,17 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
         if not layers:
             raise BudgetError("no masked layers: the mask policy leaves nothing to prune")
         # magnitude ranks never change, so a mask is one comparison per layer; the sorted
-        # magnitudes (for ``global_start``) come from the same sort
+        # magnitudes are for ``global_start``
         ranks, magnitudes = [], []
         for l in layers:
-            w = jnp.abs(get_path(params, l.path)).reshape(-1)
-            order = jnp.argsort(w, stable=True)
-            ranks.append(jnp.argsort(order, stable=True).reshape(l.kernel_shape))
-            magnitudes.append(np.asarray(w[order]))
+            w = jnp.abs(get_path(params, l.path))
+            ranks.append(ascending_ranks(w))
+            magnitudes.append(np.sort(np.asarray(w).reshape(-1)))
 
         def build(fractions, scores):
             masks = base_masks
             for i, (layer, rank) in enumerate(zip(layers, ranks)):
-                k = jnp.round(fractions[i] * rank.size).astype(jnp.int32)
-                masks = set_path(masks, layer.path, rank >= k)
+                masks = set_path(masks, layer.path, rank >= pruned_count(fractions[i], rank.size))
             return masks
 
         return Problem(tuple(l.name for l in layers), layer_features(graph, layers),
@@ -147,12 +145,11 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
     feats = layer_features(graph, [graph.layer(g.producers[0]) for g in groups])
     max_fractions = np.minimum(max_fraction, (sizes - 1) / sizes).astype(np.float32)
     if action == "channel_l1":  # one fraction per group, its channels pruned by L1 norm
-        l1_ranks = [jnp.argsort(jnp.argsort(channel_scores(params, graph, g.name), stable=True),
-                                stable=True) for g in groups]
+        l1_ranks = [ascending_ranks(channel_scores(params, graph, g.name)) for g in groups]
 
         def build_l1(fractions, scores):
             return channel_masks_to_masks(params, graph, {
-                g.name: rank >= jnp.round(fractions[i] * g.size).astype(jnp.int32)
+                g.name: rank >= pruned_count(fractions[i], g.size)
                 for i, (g, rank) in enumerate(zip(groups, l1_ranks))})
 
         return Problem(tuple(g.name for g in groups), feats, max_fractions,
@@ -162,8 +159,7 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
         channel_masks = {}
         for i, g in enumerate(groups):
             s = scores[i, :g.size]
-            k = jnp.round(fractions[i] * g.size).astype(jnp.int32)
-            channel_masks[g.name] = jnp.argsort(jnp.argsort(s, stable=True), stable=True) >= k
+            channel_masks[g.name] = ascending_ranks(s) >= pruned_count(fractions[i], g.size)
         return channel_masks_to_masks(params, graph, channel_masks)
 
     return Problem(tuple(g.name for g in groups), feats, max_fractions, sizes, action, build)

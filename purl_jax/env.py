@@ -39,7 +39,8 @@ import numpy as np
 
 from purl_jax.evaluator import Evaluator, Scores
 from purl_jax.graph import Graph, Layer
-from purl_jax.masks import Masks, get_path, magnitude_mask, masked_layers, set_path
+from purl_jax.masks import (Masks, ascending_ranks, get_path, masked_layers, pruned_count,
+                            set_path)
 
 KINDS = ("conv", "depthwise", "dense")
 ACTION_MODES = ("threshold", "sparsity")
@@ -119,8 +120,9 @@ def threshold_candidates(kernel: jax.Array, mask: jax.Array, alphas: jax.Array) 
 def sparsity_candidates(kernel: jax.Array, mask: jax.Array, ratios: jax.Array) -> jax.Array:
     """Magnitude masks at ``max(ratio, current sparsity)`` of the layer, nested in ``mask``."""
     current = 1.0 - jnp.mean(mask)
-    live = jnp.where(mask, kernel, 0.0)  # pruned weights rank lowest
-    return jax.vmap(lambda r: magnitude_mask(live, jnp.maximum(r, current)) & mask)(ratios)
+    ranks = ascending_ranks(jnp.abs(jnp.where(mask, kernel, 0.0)))  # pruned weights rank lowest
+    counts = pruned_count(jnp.maximum(ratios, current), kernel.size)
+    return (ranks >= counts.reshape(-1, *[1] * kernel.ndim)) & mask
 
 
 def layer_sparsities(layer_masks: Sequence[jax.Array]) -> jax.Array:

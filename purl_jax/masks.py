@@ -136,13 +136,25 @@ def _check_ratio(ratio, what: str = "ratio") -> None:
         raise MaskError(f"{what} must lie in [0, 1], got {ratio}")
 
 
+def ascending_ranks(values: jax.Array) -> jax.Array:
+    """Each entry's rank in ascending order, 0 for the smallest (ties by position), same shape.
+
+    One sort serves every ratio: ``ascending_ranks(|w|) >= k`` keeps all but the ``k`` smallest.
+    """
+    order = jnp.argsort(values.reshape(-1), stable=True)
+    ranks = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
+    return ranks.reshape(values.shape)
+
+
+def pruned_count(ratio: float | jax.Array, size: int) -> jax.Array:
+    """``round(ratio * size)``: how many weights a ratio prunes (any leading axes of ``ratio``)."""
+    return jnp.round(jnp.asarray(ratio, jnp.float32) * size).astype(jnp.int32)
+
+
 def magnitude_mask(kernel: jax.Array, ratio: float | jax.Array) -> jax.Array:
     """Prunes exactly ``round(ratio * size)`` weights of smallest magnitude."""
     _check_ratio(ratio)
-    flat = jnp.abs(kernel).reshape(-1)
-    k = jnp.round(jnp.asarray(ratio, jnp.float32) * flat.size).astype(jnp.int32)
-    ranks = jnp.argsort(jnp.argsort(flat, stable=True), stable=True)
-    return (ranks >= k).reshape(kernel.shape)
+    return ascending_ranks(jnp.abs(kernel)) >= pruned_count(ratio, kernel.size)
 
 
 def threshold_mask(kernel: jax.Array, alpha: float | jax.Array) -> jax.Array:
@@ -210,13 +222,11 @@ def global_magnitude_masks(
     for k in kernels:
         m = min(reserve, k.size)
         if m:  # the m largest weights of the layer are always kept
-            top = jnp.argsort(jnp.argsort(-k, stable=True), stable=True) < m
+            top = ascending_ranks(-k) < m
             k = jnp.where(top, jnp.inf, k)
         scores.append(k)
     flat = jnp.concatenate(scores)
-    n_prune = jnp.round(jnp.asarray(sparsity, jnp.float32) * total).astype(jnp.int32)
-    ranks = jnp.argsort(jnp.argsort(flat, stable=True), stable=True)
-    keep = ranks >= n_prune
+    keep = ascending_ranks(flat) >= pruned_count(sparsity, total)
     start = 0
     for layer, k in zip(layers, kernels):
         shape = get_path(params, layer.path).shape
@@ -341,9 +351,7 @@ def l1_channel_masks(
         ratio = ratios.get(name, 0.0) if isinstance(ratios, Mapping) else ratios
         _check_ratio(ratio, f"ratio of {name}")
         score = channel_scores(params, graph, name)
-        n_prune = jnp.minimum(jnp.round(ratio * score.size), score.size - 1).astype(jnp.int32)
-        ranks = jnp.argsort(jnp.argsort(score, stable=True), stable=True)
-        out[name] = ranks >= n_prune
+        out[name] = ascending_ranks(score) >= jnp.minimum(pruned_count(ratio, score.size), score.size - 1)
     return out
 
 

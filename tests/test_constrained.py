@@ -15,7 +15,7 @@ from conftest import built
 
 from purl_jax import constrained as c
 from purl_jax.budgets import BudgetError, get_cost
-from purl_jax.masks import MaskPolicy, init_masks, summary
+from purl_jax.masks import MaskPolicy, get_path, init_masks, set_path, summary
 from purl_jax.ppo_lagrangian import PPOConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -161,7 +161,9 @@ def test_global_start_fits_the_policy_to_global_magnitude():
     from purl_jax.masks import global_magnitude_masks
 
     _, variables, graph, _, base = _lenet()
-    params = variables["params"]
+    # conv2's weights doubled: one global threshold then prunes it clearly less than fc1
+    path = graph.layer("conv2").path
+    params = set_path(variables["params"], path, 2 * get_path(variables["params"], path))
     problem = c.make_problem(params, graph, base)
     cost_fn = _params(variables)
     start = c.global_start(problem, cost_fn, 0.1)
@@ -173,7 +175,7 @@ def test_global_start_fits_the_policy_to_global_magnitude():
     assert [layers[n]["sparsity"] for n in problem.names] == pytest.approx(list(start), abs=2e-3)
     assert start.max() - start.min() > 0.1  # not the uniform allocation
     # near-deterministic, unclamped episodes take that allocation (the uniform one at its
-    # mean fraction would cost 0.14); the start itself is a candidate
+    # mean fraction would cost 0.29); the start itself is a candidate
     cfg = c.SearchConfig(budget=0.1, iterations=1, num_envs=4, start="global", feasibility="project",
                          ppo=PPOConfig(epochs=1, num_minibatches=1, init_log_std=-8.0))
     res = c.search(problem, cost_fn, lambda s, it: -np.abs(_kept_score(s) - 0.3), cfg, progress=False)

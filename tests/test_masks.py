@@ -46,6 +46,15 @@ def test_magnitude_mask_prunes_exact_count_of_smallest():
     np.testing.assert_array_equal(mask, jitted)
 
 
+def test_ascending_ranks_order_ties_by_position():
+    values = jnp.array([[0.5, 0.1, 0.5], [0.0, 0.1, 2.0]])
+    np.testing.assert_array_equal(M.ascending_ranks(values), [[3, 1, 4], [0, 2, 5]])
+    x = jax.random.normal(jax.random.key(2), (50, 7)).round(1)  # many ties
+    np.testing.assert_array_equal(M.ascending_ranks(x).reshape(-1),
+                                  np.argsort(np.argsort(np.asarray(x).reshape(-1), kind="stable"),
+                                             kind="stable"))
+
+
 def test_threshold_mask_is_alpha_times_std():
     kernel = jax.random.normal(jax.random.key(0), (1000,))
     mask = M.threshold_mask(kernel, 1.0)

@@ -21,7 +21,7 @@ from purl_jax.env import (EnvError, PruningEnv, RewardSpec, Scores, hinge_reward
                           sparsity_candidates, step_reward, threshold_candidates)
 from purl_jax.evaluator import Evaluator
 from purl_jax.graph import analyze
-from purl_jax.masks import MaskPolicy, init_masks, summary, threshold_mask
+from purl_jax.masks import MaskPolicy, init_masks, magnitude_mask, summary, threshold_mask
 from purl_jax.models import get_model
 from purl_jax.search import PruneError, prune, purl_defaults, purl_search, validate
 
@@ -78,6 +78,9 @@ def test_later_visits_only_prune_more():
     assert bool((by_ratio <= mask[None]).all())
     current = 1 - float(mask.mean())
     np.testing.assert_allclose(1 - by_ratio.reshape(3, -1).mean(1), [current, current, 0.9], atol=1e-3)
+    live = jnp.where(mask, kernel, 0.0)  # each candidate: a magnitude mask of the survivors
+    for candidate, ratio in zip(by_ratio, [current, current, 0.9]):
+        np.testing.assert_array_equal(candidate, magnitude_mask(live, ratio) & mask)
 
 
 # -- environment transitions ---------------------------------------------------------------

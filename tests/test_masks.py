@@ -82,9 +82,9 @@ def test_pruned_channels_are_exactly_zero_wherever_they_flow(name):
     policy = M.MaskPolicy(exclude_first=False)
     channel_masks = M.init_channel_masks(graph, policy)
     assert channel_masks, f"{name} has no prunable channel groups"
-    keys = jax.random.split(jax.random.key(3), len(channel_masks))
-    channel_masks = {n: jax.random.bernoulli(k, 0.5, m.shape).at[0].set(True)
-                     for k, (n, m) in zip(keys, channel_masks.items())}
+    rng = np.random.default_rng(3)  # NumPy: an eager jax op per group would compile per shape
+    channel_masks = {n: np.concatenate([[True], rng.random(m.size - 1) < 0.5])
+                     for n, m in channel_masks.items()}
     masks = M.channel_masks_to_masks(v["params"], graph, channel_masks)
     M.check_masks(v["params"], masks)
     params = M.apply_masks(v["params"], masks)
@@ -105,7 +105,7 @@ def test_pruned_channels_are_exactly_zero_wherever_they_flow(name):
                 continue
             dead = ~flat[index]
             if dead.any():
-                assert float(jnp.abs(out[..., dead]).max()) == 0.0, (name, module)
+                assert np.abs(np.asarray(out)[..., dead]).max() == 0.0, (name, module)
                 checked += 1
     assert checked > 0
 

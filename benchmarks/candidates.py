@@ -33,7 +33,7 @@ from purl_jax.env import sparsity_candidates, threshold_candidates  # noqa: E402
 LAYERS = (("lenet300 fc1", (784, 300)), ("lenet5 fc1", (800, 500)), ("resnet20 conv", (3, 3, 64, 64)))
 
 
-def per_ratio_candidates(kernel: jax.Array, mask: jax.Array, ratios: jax.Array) -> jax.Array:
+def double_argsort_candidates(kernel: jax.Array, mask: jax.Array, ratios: jax.Array) -> jax.Array:
     """The pre-session-10 ``sparsity_candidates``: ranks as a double argsort."""
     current = 1.0 - jnp.mean(mask)
     flat = jnp.abs(jnp.where(mask, kernel, 0.0)).reshape(-1)
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     ratios = jnp.linspace(0.0, 0.99, args.k)
     alphas = jnp.linspace(0.0, 2.2, args.k)
     variants = {"one sort (sparsity_candidates)": (jax.jit(sparsity_candidates), ratios),
-                "two sorts (double argsort)": (jax.jit(per_ratio_candidates), ratios),
+                "two sorts (double argsort)": (jax.jit(double_argsort_candidates), ratios),
                 "no sort (threshold_candidates)": (jax.jit(threshold_candidates), alphas)}
     rows = []
     for name, shape in LAYERS:

@@ -13,6 +13,7 @@ Every function here is pure and jit-compatible in its array arguments.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Mapping, Sequence
 
@@ -101,8 +102,11 @@ def _flatten(tree, keep_none: bool = False) -> list[tuple[Path, Any]]:
     return [(tuple(str(getattr(k, "key", k)) for k in p), leaf) for p, leaf in leaves]
 
 
+@jax.jit
 def apply_masks(params: Any, masks: Masks) -> Any:
-    """Zeroes pruned weights; parameters without a mask pass through."""
+    """Zeroes pruned weights; parameters without a mask pass through.
+
+    Jitted so an eager call is one XLA program, not one compile per leaf shape."""
     return jax.tree.map(
         lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
         masks, params, is_leaf=_is_none,
@@ -180,12 +184,21 @@ def _per_layer(values: Ratios, layers: Sequence[Layer], what: str) -> dict[str, 
     return out
 
 
+@jax.jit
+def _magnitude_kernel_masks(kernels: list[jax.Array], ratios: list[jax.Array]) -> list[jax.Array]:
+    # One program for all layers: eagerly, each kernel shape would compile its own sort.
+    return [ascending_ranks(jnp.abs(k)) >= pruned_count(r, k.size) for k, r in zip(kernels, ratios)]
+
+
 def magnitude_masks(params: Any, masks: Masks, graph: Graph, ratios: Ratios) -> Masks:
     """Per-layer magnitude pruning of the masked layers (uniform when ``ratios`` is a float)."""
     layers = masked_layers(masks, graph)
-    for name, ratio in _per_layer(ratios, layers, "ratio").items():
-        layer = graph.layer(name)
-        masks = set_path(masks, layer.path, magnitude_mask(get_path(params, layer.path), ratio))
+    per_layer = _per_layer(ratios, layers, "ratio")
+    paths = [graph.layer(name).path for name in per_layer]
+    kept = _magnitude_kernel_masks([get_path(params, p) for p in paths],
+                                   [jnp.asarray(r, jnp.float32) for r in per_layer.values()])
+    for path, mask in zip(paths, kept):
+        masks = set_path(masks, path, mask)
     return masks
 
 
@@ -215,24 +228,32 @@ def global_magnitude_masks(
     layers = masked_layers(masks, graph)
     if not layers:
         raise MaskError("no masked layers to prune")
-    kernels = [jnp.abs(get_path(params, layer.path)).reshape(-1) for layer in layers]
+    kept = _global_kernel_masks([get_path(params, layer.path) for layer in layers],
+                                jnp.asarray(sparsity, jnp.float32), min_keep_fraction)
+    for layer, mask in zip(layers, kept):
+        masks = set_path(masks, layer.path, mask)
+    return masks
+
+
+@functools.partial(jax.jit, static_argnames="min_keep_fraction")
+def _global_kernel_masks(kernels: list[jax.Array], sparsity: jax.Array,
+                         min_keep_fraction: float) -> list[jax.Array]:
     total = sum(k.size for k in kernels)
     reserve = int(round(min_keep_fraction * total))
     scores = []
     for k in kernels:
+        k = jnp.abs(k).reshape(-1)
         m = min(reserve, k.size)
         if m:  # the m largest weights of the layer are always kept
             top = ascending_ranks(-k) < m
             k = jnp.where(top, jnp.inf, k)
         scores.append(k)
-    flat = jnp.concatenate(scores)
-    keep = ascending_ranks(flat) >= pruned_count(sparsity, total)
-    start = 0
-    for layer, k in zip(layers, kernels):
-        shape = get_path(params, layer.path).shape
-        masks = set_path(masks, layer.path, keep[start:start + k.size].reshape(shape))
+    keep = ascending_ranks(jnp.concatenate(scores)) >= pruned_count(sparsity, total)
+    out, start = [], 0
+    for k in kernels:
+        out.append(keep[start:start + k.size].reshape(k.shape))
         start += k.size
-    return masks
+    return out
 
 
 # -- structured (channel) masks ---------------------------------------------------------
@@ -247,22 +268,48 @@ def init_channel_masks(graph: Graph, policy: MaskPolicy = MaskPolicy()) -> Chann
     return {g.name: jnp.ones(g.size, bool) for g in prunable_groups(graph, policy)}
 
 
-def _flat_keep(graph: Graph, channel_masks: ChannelMasks) -> jax.Array:
-    parts = []
+def _group_keeps(graph: Graph, channel_masks: ChannelMasks) -> list[jax.Array | None]:
+    """``channel_masks`` checked and listed in ``graph.groups`` order (None: all kept)."""
     known = {g.name for g in graph.groups}
     unknown = set(channel_masks) - known
     if unknown:
         raise MaskError(f"no channel groups named {sorted(unknown)}; groups: {sorted(known)}")
+    keeps = []
     for g in graph.groups:
         m = channel_masks.get(g.name)
-        if m is None:
-            parts.append(jnp.ones(g.size, bool))
-            continue
-        if jnp.shape(m) != (g.size,):
+        if m is not None and jnp.shape(m) != (g.size,):
             raise MaskError(f"channel mask for {g.name} has shape {jnp.shape(m)}, need ({g.size},)")
-        parts.append(jnp.asarray(m, bool))
-    parts.append(jnp.ones(1, bool))  # index -1: positions outside any group stay
-    return jnp.concatenate(parts)
+        keeps.append(None if m is None else jnp.asarray(m, bool))
+    return keeps
+
+
+@functools.partial(jax.jit, static_argnames="sizes")
+def _concat_keeps(keeps: list, sizes: tuple[int, ...]) -> jax.Array:
+    parts = [jnp.ones(n, bool) if m is None else m for m, n in zip(keeps, sizes)]
+    return jnp.concatenate(parts + [jnp.ones(1, bool)])  # index -1: outside any group, kept
+
+
+def _flat_keep(graph: Graph, channel_masks: ChannelMasks) -> jax.Array:
+    """One keep flag per flat channel index of ``graph`` (and a last, always-kept one)."""
+    return _concat_keeps(_group_keeps(graph, channel_masks), sizes=tuple(g.size for g in graph.groups))
+
+
+@functools.partial(jax.jit, static_argnames=("sizes", "layout"))
+def _expand_channels(keeps: list, indices: list, olds: list, sizes: tuple[int, ...],
+                     layout: tuple) -> list[jax.Array]:
+    """The leaf masks of ``channel_masks_to_masks`` in one program: leaf i has shape
+    ``layout[i][0]`` and keeps position j on axis ``layout[i][1][k]`` where
+    ``flat[indices[i][k][j]]``; ANDed with ``olds[i]`` unless that is None."""
+    flat = _concat_keeps(keeps, sizes)
+    out = []
+    for (shape, axes), idx, old in zip(layout, indices, olds):
+        mask = jnp.ones(shape, bool)
+        for axis, ix in zip(axes, idx):
+            bshape = [1] * len(shape)
+            bshape[axis] = shape[axis]
+            mask = mask & flat[ix].reshape(bshape)
+        out.append(mask if old is None else old & mask)
+    return out
 
 
 def channel_masks_to_masks(
@@ -273,25 +320,24 @@ def channel_masks_to_masks(
     ``base`` (an unstructured mask tree) is combined with the result, so a layer can
     be pruned both ways.
     """
-    flat = _flat_keep(graph, channel_masks)
-    groups = {g.name for g in graph.groups if g.name in channel_masks}
+    keeps = _group_keeps(graph, channel_masks)
     live = np.zeros(graph.num_channels + 1, bool)
-    for g in graph.groups:
-        if g.name in groups:
+    for g, m in zip(graph.groups, keeps):
+        if m is not None:
             live[g.offset:g.offset + g.size] = True
     masks = base if base is not None else jax.tree.map(lambda _: None, params)
+    paths, layout, indices, olds = [], [], [], []
     for path, axes in graph.axis_channels.items():
         if path[0] != "params" or not any(live[idx].any() for _, idx in axes):
             continue
-        leaf_path = path[1:]
-        shape = get_path(params, leaf_path).shape
-        mask = jnp.ones(shape, bool)
-        for axis, idx in axes:
-            bshape = [1] * len(shape)
-            bshape[axis] = shape[axis]
-            mask = mask & flat[idx].reshape(bshape)
-        old = _get_or_none(masks, leaf_path)
-        masks = set_path(masks, leaf_path, mask if old is None else old & mask)
+        paths.append(path[1:])
+        layout.append((tuple(get_path(params, path[1:]).shape), tuple(a for a, _ in axes)))
+        indices.append([np.asarray(idx, np.int32) for _, idx in axes])
+        olds.append(_get_or_none(masks, path[1:]))
+    leaves = _expand_channels(keeps, indices, olds, sizes=tuple(g.size for g in graph.groups),
+                              layout=tuple(layout))
+    for path, mask in zip(paths, leaves):
+        masks = set_path(masks, path, mask)
     return masks
 
 
@@ -316,7 +362,7 @@ def channel_masks_from_masks(params: Any, graph: Graph, masks: Masks) -> Channel
                 alive[index] = True
             else:
                 other = tuple(a for a in range(mask.ndim) if a != axis)
-                alive[index] |= np.asarray(jnp.any(mask, axis=other))
+                alive[index] |= np.asarray(mask).any(axis=other)
     return {g.name: jnp.asarray(alive[g.offset:g.offset + g.size]) for g in graph.groups
             if not alive[g.offset:g.offset + g.size].all()}
 

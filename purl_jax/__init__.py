@@ -59,6 +59,7 @@ _LAZY = {
     "DQN": "purl_jax.dqn",
     "DQNConfig": "purl_jax.dqn",
     "BASELINES": "purl_jax.baselines",
+    "PROJECTIONS": "purl_jax.baselines",
     "PPOLagrangian": "purl_jax.ppo_lagrangian",
     "PPOConfig": "purl_jax.ppo_lagrangian",
     "constrained_defaults": "purl_jax.constrained",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 from purl_jax.graph import Graph
 from purl_jax.masks import (Masks, MaskError, get_path, global_magnitude_masks, magnitude_masks,
-                            masked_layers)
+                            masked_layers, set_path)
 
 Baseline = Callable[..., Masks]
 
@@ -77,7 +78,7 @@ def scale_keep(sizes: np.ndarray, keep: np.ndarray, sparsity: float) -> np.ndarr
     return 1.0 - np.clip(hi * keep, 1.0 / sizes, 1.0)  # no layer collapses
 
 
-def project(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float) -> Masks:
+def project_scale(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float) -> Masks:
     """``found``'s per-layer allocation rescaled to exactly ``sparsity`` overall, by
     magnitude within each layer (threshold actions prune by magnitude too, so at equal
     per-layer ratios the masks are the same)."""
@@ -87,6 +88,29 @@ def project(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: flo
     keep = np.array([float(np.mean(np.asarray(get_path(found, l.path)))) for l in layers])
     ratios = scale_keep(sizes, keep, sparsity)
     return magnitude_masks(params, masks, graph, {l.name: float(r) for l, r in zip(layers, ratios)})
+
+
+def project_global(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float) -> Masks:
+    """``found`` moved to exactly ``sparsity`` overall by one magnitude ranking over all
+    layers: the weights it kept rank above those it pruned, so extra pruning takes the
+    smallest weights it kept, in whichever layer they are (and a shortfall restores the
+    largest it pruned). Unlike ``project_scale``, a small layer is not pruned harder just
+    because the whole allocation is scaled; but when ``found`` pruned only weights that
+    global magnitude pruning at ``sparsity`` prunes too (a search that stopped well short
+    of the target), the result *is* global magnitude's masks (BENCHMARKS.md, PuRL,
+    "Session 11")."""
+    _check(sparsity)
+    layers = masked_layers(masks, graph)
+    top = 1.0 + max(float(jnp.max(jnp.abs(get_path(params, l.path)))) for l in layers)
+    scores = params
+    for l in layers:
+        w = jnp.abs(get_path(params, l.path))
+        scores = set_path(scores, l.path, jnp.where(get_path(found, l.path), w + top, w))
+    return global_magnitude_masks(scores, masks, graph, sparsity)
+
+
+# ``prune.project``: how the search's best masks reach exactly the target sparsity.
+PROJECTIONS: dict[str, Callable[..., Masks]] = {"scale": project_scale, "global": project_global}
 
 
 BASELINES: dict[str, Baseline] = {

@@ -208,9 +208,9 @@ def run_purl(ctx: PruneContext) -> dict:
     found = purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
                         experience=p.experience, workdir=ctx.workdir / "search",
                         checkpoint_every=p.checkpoint_every, progress=p.get("progress", True))
-    if p.get("project", False):  # the hinge reaches the target only roughly
-        found["masks"] = baselines.project(ctx.variables["params"], ctx.base_masks, ctx.graph,
-                                           found["masks"], p.target_sparsity)
+    if p.project != "none":  # the hinge reaches the target only roughly
+        found["masks"] = baselines.PROJECTIONS[p.project](
+            ctx.variables["params"], ctx.base_masks, ctx.graph, found["masks"], p.target_sparsity)
     return found
 
 
@@ -244,6 +244,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         dqn_config(p.dqn)
         if p.experience not in EXPERIENCE:
             raise PruneError(f"prune.experience must be one of {EXPERIENCE}, got {p.experience!r}")
+        if p.project not in (*baselines.PROJECTIONS, "none"):
+            raise PruneError(f"prune.project must be one of {(*baselines.PROJECTIONS, 'none')}, "
+                             f"got {p.project!r}")
     rounds = config.finetune.rounds
     if not isinstance(rounds, int) or rounds < 1:
         raise PruneError(f"finetune.rounds must be a positive integer, got {rounds!r}")
@@ -456,7 +459,9 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         action_mode="threshold",  # PuRL: |w| < alpha * std(w); or "sparsity"
         actions=DEFAULT_ALPHAS,
         passes=1,  # > 1: QLP-style repeated visits
-        project=True,  # ours: rescale the best allocation to exactly target_sparsity
+        project="scale",  # ours: the best allocation moved to exactly target_sparsity
+        # (baselines.PROJECTIONS: "scale" keeps its shape, "global" by one magnitude
+        # ranking over all layers; or "none")
         episodes=episodes,
         reward_set_size=1000,  # reconstructed; drawn from validation
         bn_calibration=0,  # ours: training images to re-estimate BatchNorm statistics per candidate

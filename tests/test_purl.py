@@ -21,7 +21,8 @@ from purl_jax.env import (EnvError, PruningEnv, RewardSpec, Scores, hinge_reward
                           sparsity_candidates, step_reward, threshold_candidates)
 from purl_jax.evaluator import Evaluator
 from purl_jax.graph import analyze
-from purl_jax.masks import MaskPolicy, init_masks, magnitude_mask, summary, threshold_mask
+from purl_jax.masks import (MaskPolicy, get_path, init_masks, magnitude_mask, masked_layers, summary,
+                            threshold_mask)
 from purl_jax.models import get_model
 from purl_jax.search import PruneError, prune, purl_defaults, purl_search, validate
 
@@ -229,7 +230,7 @@ def test_projection_keeps_the_allocation_shape_at_the_exact_sparsity():
     _, variables, graph, _ = built("lenet5")
     base = init_masks(variables["params"], graph, ALL_LAYERS)
     found = baselines.global_magnitude(variables["params"], base, graph, 0.8)
-    masks = baselines.project(variables["params"], base, graph, found, 0.95)
+    masks = baselines.project_scale(variables["params"], base, graph, found, 0.95)
     before = summary(variables["params"], found, graph)["layers"]
     s = summary(variables["params"], masks, graph)
     np.testing.assert_allclose(s["sparsity"], 0.95, atol=2e-3)
@@ -238,6 +239,25 @@ def test_projection_keeps_the_allocation_shape_at_the_exact_sparsity():
     collapsed = baselines.scale_keep(np.array([500, 25000]), np.array([0.002, 0.5]), 0.9)
     assert collapsed[0] <= 1 - 1 / 500  # a collapsed layer still keeps one weight
 
+
+
+@pytest.mark.parametrize("start", [0.8, 0.97])  # the found masks under, then over, the target
+def test_global_projection_moves_the_smallest_weights_across_layers(start):
+    _, variables, graph, _ = built("lenet5")
+    params = variables["params"]
+    base = init_masks(params, graph, ALL_LAYERS)
+    found = baselines.uniform(params, base, graph, start)  # unlike global magnitude's allocation
+    masks = baselines.project_global(params, base, graph, found, 0.95)
+    flat = lambda tree, f=np.asarray: np.concatenate(
+        [f(get_path(tree, l.path)).ravel() for l in masked_layers(base, graph)])
+    w, f, m = flat(params, lambda x: np.abs(np.asarray(x))), flat(found), flat(masks)
+    assert m.sum() == w.size - round(0.95 * w.size)
+    if start < 0.95:  # prunes only what found kept, its smallest, whatever the layer
+        assert not (m & ~f).any() and w[m].min() >= w[f & ~m].max()
+    else:  # restores only what found pruned, its largest
+        assert not (f & ~m).any() and w[m & ~f].min() >= w[~m].max()
+    layers = summary(params, masks, graph)["layers"]
+    assert len({round(v["kept"] / v["params"], 2) for v in layers.values()}) > 1  # not uniform
 
 # -- prune(): the command, on a fake trainer -------------------------------------------------
 
@@ -314,6 +334,7 @@ def test_prune_end_to_end_on_a_fake_trainer(tmp_path, algorithm, capsys):
     ("reward_set_size", 65, "reward_set_size"),
     ("bn_calibration", -1, "bn_calibration"),
     ("algorithm", "nope", "unknown pruning algorithm"),
+    ("project", "scaled", "prune.project"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, field, value, match):
     config = tiny_config(**{field: value})

@@ -240,7 +240,6 @@ def test_projection_keeps_the_allocation_shape_at_the_exact_sparsity():
     assert collapsed[0] <= 1 - 1 / 500  # a collapsed layer still keeps one weight
 
 
-
 @pytest.mark.parametrize("start", [0.8, 0.97])  # the found masks under, then over, the target
 def test_global_projection_moves_the_smallest_weights_across_layers(start):
     _, variables, graph, _ = built("lenet5")
@@ -258,6 +257,7 @@ def test_global_projection_moves_the_smallest_weights_across_layers(start):
         assert not (f & ~m).any() and w[m & ~f].min() >= w[~m].max()
     layers = summary(params, masks, graph)["layers"]
     assert len({round(v["kept"] / v["params"], 2) for v in layers.values()}) > 1  # not uniform
+
 
 # -- prune(): the command, on a fake trainer -------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import jax.numpy as jnp
 import numpy as np
 
 from purl_jax.graph import Graph
@@ -101,11 +100,12 @@ def project_global(params: Any, masks: Masks, graph: Graph, found: Masks, sparsi
     "Session 11")."""
     _check(sparsity)
     layers = masked_layers(masks, graph)
-    top = 1.0 + max(float(jnp.max(jnp.abs(get_path(params, l.path)))) for l in layers)
+    # In NumPy, once per search: eager jnp would compile each op for every kernel shape.
+    weights = {l.path: np.abs(np.asarray(get_path(params, l.path))) for l in layers}
+    top = 1.0 + max(float(w.max()) for w in weights.values())
     scores = params
-    for l in layers:
-        w = jnp.abs(get_path(params, l.path))
-        scores = set_path(scores, l.path, jnp.where(get_path(found, l.path), w + top, w))
+    for path, w in weights.items():
+        scores = set_path(scores, path, np.where(np.asarray(get_path(found, path)), w + top, w))
     return global_magnitude_masks(scores, masks, graph, sparsity)
 
 

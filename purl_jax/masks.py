@@ -187,7 +187,7 @@ def _per_layer(values: Ratios, layers: Sequence[Layer], what: str) -> dict[str, 
 @jax.jit
 def _magnitude_kernel_masks(kernels: list[jax.Array], ratios: list[jax.Array]) -> list[jax.Array]:
     # One program for all layers: eagerly, each kernel shape would compile its own sort.
-    return [ascending_ranks(jnp.abs(k)) >= pruned_count(r, k.size) for k, r in zip(kernels, ratios)]
+    return [magnitude_mask(k, r) for k, r in zip(kernels, ratios)]
 
 
 def magnitude_masks(params: Any, masks: Masks, graph: Graph, ratios: Ratios) -> Masks:

@@ -21,6 +21,7 @@ Feasibility is guaranteed, not only expected:
   layer is moved towards its maximum pruning by bisection on the measured cost, whose
   feasible end point was verified up front. Each returned mask's cost is measured, so
   non-linear (channel FLOPs) and non-monotone (latency) costs are handled as well.
+  With ``fill``, masks under the budget are moved the other way, up to it.
 """
 
 from __future__ import annotations
@@ -324,15 +325,22 @@ def start_observations(p: EnvParams, fractions: np.ndarray) -> jax.Array:
 # -- feasibility -------------------------------------------------------------------------
 
 def project(problem: Problem, cost_fn: CostFn, model: CostModel, budget: float,
-            fractions: np.ndarray, scores: np.ndarray, iterations: int = 16
+            fractions: np.ndarray, scores: np.ndarray, iterations: int = 16, fill: bool = False
             ) -> tuple[np.ndarray, np.ndarray, float]:
     """The least move of ``fractions`` towards the maximum whose *measured* cost meets the
-    budget (bisection); falls back to the verified floor, so the result always fits."""
+    budget (bisection); falls back to the verified floor, so the result always fits.
+
+    ``fill``: masks under the budget give the slack back, every pruned fraction scaled
+    down by one factor, the least factor whose measured cost still meets the budget
+    (bisection; the masks as found when nothing fits). A search returns its best
+    *sampled* episode, often well under the budget with channel actions, where whole
+    channels make the cost coarse; weights the budget allows are accuracy left unused.
+    """
     build = _jitted_build(problem)
     measure = lambda f, sc: cost_fn(build(jnp.asarray(f, jnp.float32), jnp.asarray(sc)))
     cost = measure(fractions, scores)
     if cost <= budget:
-        return fractions, scores, cost
+        return _fill(measure, budget, fractions, scores, cost, iterations) if fill else (fractions, scores, cost)
     top = np.asarray(problem.max_fractions)
     best, lo, hi = None, 0.0, 1.0
     for _ in range(iterations):
@@ -352,6 +360,20 @@ def project(problem: Problem, cost_fn: CostFn, model: CostModel, budget: float,
     return best[0], scores, best[1]
 
 
+def _fill(measure: Callable, budget: float, fractions: np.ndarray, scores: np.ndarray,
+          cost: float, iterations: int) -> tuple[np.ndarray, np.ndarray, float]:
+    best, lo, hi = (fractions, cost), 0.0, 1.0  # scale 1 - lo fits, 1 - hi need not
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        f = fractions * (1.0 - mid)
+        c = measure(f, scores)
+        if c <= budget:
+            best, lo = (f, c), mid
+        else:
+            hi = mid
+    return best[0], scores, best[1]
+
+
 # -- the search --------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -368,6 +390,7 @@ class SearchConfig:
     # "uniform": the policy starts at the one fraction every layer could take to meet the
     # budget; "global": its mean is fitted to global magnitude's allocation (``global_start``)
     start: str = "uniform"
+    fill: bool = False  # give the slack under the budget back to the returned masks (``project``)
     ppo: PPOConfig = PPOConfig()
 
     def __post_init__(self) -> None:
@@ -392,10 +415,12 @@ class SearchResult:
     reward_accuracy: float  # of the returned (projected) masks
     fractions: dict[str, float]
     history: list[dict]
+    searched_cost: float  # of the best episode, before ``project``
 
     def to_json(self) -> dict:
         return dict(cost=self.cost, budget=self.budget, feasible=self.cost <= self.budget,
-                    reward_accuracy=self.reward_accuracy, fractions=self.fractions)
+                    reward_accuracy=self.reward_accuracy, fractions=self.fractions,
+                    searched_cost=self.searched_cost)
 
 
 def _take(tree, k: int):
@@ -527,11 +552,12 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
             checkpoint(it + 1)
     checkpoint(cfg.iterations)
 
-    fractions, scores, cost = project(problem, cost_fn, model, cfg.budget, best["fractions"], best["scores"])
+    fractions, scores, cost = project(problem, cost_fn, model, cfg.budget, best["fractions"],
+                                      best["scores"], fill=cfg.fill)
     masks = _jitted_build(problem)(jnp.asarray(fractions, jnp.float32), jnp.asarray(scores))
     accuracy = float(np.asarray(score_fn(jax.tree.map(lambda x: x[None], masks), cfg.iterations))[0])
     result = SearchResult(masks, float(cost), cfg.budget, accuracy,
-                          dict(zip(problem.names, map(float, fractions))), history)
+                          dict(zip(problem.names, map(float, fractions))), history, best["cost"])
     if workdir is not None:
         files.write_text(workdir / "search.json", json.dumps(result.to_json(), indent=2) + "\n")
     return result
@@ -656,6 +682,7 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         # "channel_l1" (fraction of each channel group, by L1 norm)
         feasibility="clamp",
         start="uniform",  # or "global": the policy starts at global magnitude's allocation
+        fill=False,  # True: the returned masks use the slack under the budget (``project``)
         max_fraction=1.0,
         iterations=iterations,
         num_envs=num_envs,
@@ -688,7 +715,7 @@ def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
     return SearchConfig(budget=float(budget), iterations=p.iterations, num_envs=p.num_envs,
                         feasibility=p.feasibility, clip_start=p.clip_start, clip_step=p.clip_step,
                         clip_every=p.clip_every, checkpoint_every=p.checkpoint_every, seed=seed,
-                        start=p.start, ppo=PPOConfig(**ppo))
+                        start=p.start, fill=p.fill, ppo=PPOConfig(**ppo))
 
 
 def plot_front(rows: Sequence[dict], path: str | os.PathLike, key: str = "test_accuracy") -> None:

@@ -206,6 +206,28 @@ def test_adversarial_policy_still_returns_feasible_masks(feasibility):
         assert res.history[0]["feasible_fraction"] == 1.0
 
 
+def test_fill_gives_the_slack_under_the_budget_back():
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)
+    cost_fn = _params(variables)
+    model = c.probe_costs(problem, cost_fn)
+    fractions = np.linspace(0.9, 0.99, problem.num_steps).astype(np.float32)
+    scores = np.zeros((problem.num_steps, 1), np.float32)
+    _, _, low = c.project(problem, cost_fn, model, 0.3, fractions, scores)
+    assert low < 0.1  # as found: far under the budget
+    filled, _, cost = c.project(problem, cost_fn, model, 0.3, fractions, scores, fill=True)
+    assert 0.299 < cost <= 0.3
+    assert cost_fn(problem.build(jnp.asarray(filled), jnp.asarray(scores))) == pytest.approx(cost)
+    ratio = filled / fractions  # one factor for every layer: the searched shape is kept
+    assert ratio.max() - ratio.min() < 1e-5 and ratio.max() < 1.0
+    # an (almost) deterministic search that prunes 99% of every layer, wired through SearchConfig
+    cfg = c.SearchConfig(budget=0.3, iterations=1, num_envs=4, feasibility="project", fill=True,
+                         ppo=PPOConfig(epochs=1, num_minibatches=1, init_action=0.99, init_log_std=-8.0))
+    res = c.search(problem, cost_fn, _kept_score, cfg, progress=False)
+    assert res.searched_cost < 0.2 and 0.299 < res.cost <= 0.3
+    assert res.to_json()["searched_cost"] == res.searched_cost
+
+
 def test_tiny_search_end_to_end_and_resume(tmp_path):
     model, variables, graph, shape, base = _lenet()
     from purl_jax.evaluator import Evaluator

@@ -176,6 +176,35 @@ def test_auto_measures_once_per_layer_and_k_and_keeps_the_choice():
     assert len(ev._jits) == compiled  # the cached choice runs; nothing is measured again
 
 
+@pytest.mark.parametrize("long_calls", [False, True])
+def test_auto_compiles_each_plan_before_timing_it(monkeypatch, long_calls):
+    from collections import Counter
+
+    from purl_jax import evaluator
+
+    model, variables, graph, shape = built("lenet5")
+    images, labels = data(shape, n=CPU_ROWS + 10)  # micro-batches and one batch: several plans
+    ev = Evaluator(model, variables, images, labels, graph=graph)
+    runs, real = Counter(), Evaluator._run
+
+    def counted(self, key, k, k_pad, group, chunk, candidate_args):
+        if not self._lower_only:  # an evaluation, not a compile
+            runs[(key[1], chunk)] += 1
+        return real(self, key, k, k_pad, group, chunk, candidate_args)
+
+    monkeypatch.setattr(Evaluator, "_run", counted)
+    if long_calls:  # every call counts as long: one timed run per plan is enough
+        monkeypatch.setattr(evaluator, "LONG_CALL_SECONDS", 0.0)
+    masks = random_masks(init_masks(variables["params"], graph, ALL), 0)
+    check_layers(ev, model, variables, masks, graph.layers[1:2], images, labels, k=3, strategy="auto")
+    assert len(runs) >= 2  # the plans measured
+    assert set(runs.values()) == {1 if long_calls else evaluator.MEASURE_RUNS}  # no compiling run
+    choice = ev.strategy_choices[(graph.layers[1].name, 3)]
+    check_layers(ev, model, variables, masks, graph.layers[1:2], images, labels, k=3, strategy="auto")
+    assert sum(runs.values()) == len(runs) * (1 if long_calls else evaluator.MEASURE_RUNS) + 1
+    assert runs[choice] == (1 if long_calls else evaluator.MEASURE_RUNS) + 1  # the kept plan ran
+
+
 def test_auto_times_micro_batches_against_one_batch_for_all_layer_candidates():
     model, variables, graph, shape = built("lenet5")
     images, labels = data(shape, n=CPU_ROWS + 10)

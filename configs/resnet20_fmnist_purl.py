@@ -8,9 +8,8 @@ Dense training as configs/resnet20_fmnist.py (or point ``--config.dense_checkpoi
 and classifier stay dense), 500 validation images as the reward set, then gradual masked
 fine-tuning: 3 rounds of 2 epochs towards the allocation (``finetune.rounds``). Expected:
 within 1 point of the dense accuracy at 90% sparsity: 92.52% from a 93.43% dense model
-(seed 0). With only 10 episodes PuRL reached 92.58%
-from a 93.66% dense model, global magnitude 92.78% (BENCHMARKS.md, "Fashion-MNIST
-ResNet-20 at 90%").
+(seed 0). With only 10 episodes PuRL reached 92.58% from a 93.66% dense model, global
+magnitude 92.78% (BENCHMARKS.md, "Fashion-MNIST ResNet-20 at 90%").
 """
 
 from pathlib import Path

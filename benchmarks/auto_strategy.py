@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ from purl_jax import evaluator as E  # noqa: E402
 from purl_jax.graph import analyze  # noqa: E402
 from purl_jax.masks import init_masks, masked_layers  # noqa: E402
 from purl_jax.models import get_model  # noqa: E402
+from _common import command, machine, write_json  # noqa: E402
 
 
 def compiling_run_fastest(runs, compile_plan):
@@ -101,11 +100,9 @@ def main() -> None:
         row["first_call_speedup"] = round(row["compiling_run_first_s"] / row["compile_then_time_first_s"], 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = dict(machine=f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}, "
-                          f"{os.cpu_count()} cores, jax {jax.__version__}",
-                  command="python " + " ".join(sys.argv), rows=rows)
+    result = dict(machine=machine(), command=command(), rows=rows)
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ evaluator both searches score with.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -22,6 +20,7 @@ from purl_jax import baselines, train
 from purl_jax.data import reward_subset
 from purl_jax.masks import MaskPolicy, init_masks
 from purl_jax.search import reward_evaluator
+from _common import command, write_json
 
 
 def main() -> None:
@@ -49,10 +48,7 @@ def main() -> None:
         rows += [dict(sparsity=s, calibration_images=n, reward_accuracy=float(a))
                  for s, a in zip(args.sparsities, accuracy)]
         print(n, dict(zip(args.sparsities, np.round(accuracy, 3).tolist())), flush=True)
-    Path(args.out).write_text(json.dumps(dict(
-        command="python benchmarks/bn_calibration.py --config {} --dense {} --out {}".format(
-            args.config, args.dense, args.out),
-        reward_set_size=config.prune.reward_set_size, rows=rows), indent=1) + "\n")
+    write_json(args.out, dict(command=command(), reward_set_size=config.prune.reward_set_size, rows=rows))
 
 
 if __name__ == "__main__":

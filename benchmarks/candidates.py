@@ -14,9 +14,6 @@ variant is jitted, compiled first, then timed as the best of ``--reps`` rounds o
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from purl_jax.env import sparsity_candidates, threshold_candidates  # noqa: E402
+from _common import command, machine, write_json  # noqa: E402
 
 # (name, kernel shape): LeNet-300-100 fc1, LeNet-5 fc1, a ResNet-20 stage-3 conv
 LAYERS = (("lenet300 fc1", (784, 300)), ("lenet5 fc1", (800, 500)), ("resnet20 conv", (3, 3, 64, 64)))
@@ -82,11 +80,9 @@ def main(argv=None) -> dict:
                          speedup=round(per / one, 2)))
         print(f"{name:14s} {str(shape):16s} " + "  ".join(f"{v}: {t * 1e3:.2f} ms" for v, t in times.items())
               + f"  speedup {per / one:.1f}x")
-    result = dict(machine=f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}, "
-                          f"{os.cpu_count()} cores, jax {jax.__version__}",
-                  command="python " + " ".join(sys.argv), rows=rows)
+    result = dict(machine=machine(), command=command(), rows=rows)
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
     return result
 
 

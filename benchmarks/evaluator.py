@@ -25,7 +25,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -43,6 +42,7 @@ from purl_jax.evaluator import Evaluator, _stats  # noqa: E402
 from purl_jax.graph import analyze  # noqa: E402
 from purl_jax.masks import MaskPolicy, apply_masks, init_masks, set_path  # noqa: E402
 from purl_jax.models import get_model  # noqa: E402
+from _common import command, machine, write_json  # noqa: E402
 
 SHAPES = {"lenet5": (28, 28, 1), "resnet20": (32, 32, 3), "vgg11": (32, 32, 3)}
 
@@ -266,8 +266,7 @@ def main() -> None:
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # see the docstring: peak memory
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} x "
-                   f"{jax.devices()[0].platform}, {os.cpu_count()} cores, jax {jax.__version__}",
+        "machine": machine(),
         "matmul_gflops": matmul_ceiling(args.reps),
         "load": [os.getloadavg()[0]],
         "models": {},
@@ -284,15 +283,13 @@ def main() -> None:
                                               args.naive_max_k, args.control_max_k)
     results["load"].append(os.getloadavg()[0])
     results["notes"].append(f"- naive vmap measured for K <= {args.naive_max_k} only (its memory grows fast).")
-    command = "python benchmarks/evaluator.py " + " ".join(sys.argv[1:])
-    print(markdown(results, command))
+    cmd = command()
+    print(markdown(results, cmd))
     if args.out:
-        Path(args.out).write_text(json.dumps({**results, "command": command}, indent=1))
+        write_json(args.out, {**results, "command": cmd})
     elif not args.no_write:
-        out = ROOT / "benchmarks" / "results" / f"evaluator_{jax.devices()[0].platform}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1))
-        write_section(ROOT / "BENCHMARKS.md", markdown(results, command.strip()))
+        write_json(ROOT / "benchmarks" / "results" / f"evaluator_{jax.devices()[0].platform}.json", results)
+        write_section(ROOT / "BENCHMARKS.md", markdown(results, cmd))
 
 
 if __name__ == "__main__":

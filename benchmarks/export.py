@@ -11,16 +11,14 @@ baseline: masks alone leave its time unchanged, which the first row shows.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from purl_jax import budgets, export, graph as G, masks as M
 from purl_jax.models import get_model
+from _common import command, machine, write_json
 
 INPUTS = {"resnet20": (32, 32, 3), "resnet56": (32, 32, 3), "vgg11": (32, 32, 3),
           "mobilenet_v2": (96, 96, 3), "lenet5": (28, 28, 1)}
@@ -70,12 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     start = time.time()
     rows = [r for name in args.models.split(",") for r in bench(name)]
-    out = dict(machine=f"{platform.processor() or platform.machine()}, "
-                       f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-               backend=jax.default_backend(), jax=jax.__version__, rows=rows,
-               seconds=round(time.time() - start, 1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.out, dict(machine=machine(), command=command(), rows=rows,
+                              seconds=round(time.time() - start, 1)))
     print(f"wrote {args.out}")
 
 

@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from purl_jax import constrained as c, train
 from purl_jax.masks import MaskPolicy, channel_masks_to_masks, l1_channel_masks, prunable_groups
 from purl_jax.search import prune_context
+from _common import command, machine, write_json
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "resnet20_fmnist_latency_constrained.py"
 BURNER = "import numpy as np\na = np.random.rand(1500, 1500)\nwhile True:\n    a @ a\n"
@@ -114,12 +113,8 @@ def main() -> None:
             steady_spread={k: float(v) for k, v in zip(masks, steady.max(0) - steady.min(0))},
             drift_error_mean_abs=float(np.abs(drift - steady.mean(0)).mean()),
             steady_spread_mean=float((steady.max(0) - steady.min(0)).mean()))
-    out = dict(command="python benchmarks/latency_table.py " + " ".join(sys.argv[1:]),
-               machine=f"{platform.machine()}, {jax.devices()[0].device_kind}, "
-                       f"{len(jax.devices())} device(s), load average at start {load}",
-               summary=summary, rows=rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.out, dict(command=command(), machine=f"{machine()}, load average at start {load}",
+                              summary=summary, rows=rows))
     print(json.dumps(summary, indent=1))
 
 

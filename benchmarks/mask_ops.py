@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from purl_jax import masks as M  # noqa: E402
 from purl_jax.graph import analyze  # noqa: E402
 from purl_jax.models import get_model  # noqa: E402
+from _common import command, machine, write_json  # noqa: E402
 
 
 def eager_apply_masks(params, masks):
@@ -124,11 +123,9 @@ def main() -> None:
                        second_call_speedup=round(e2 / n2, 2))
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = dict(machine=f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}, "
-                          f"{os.cpu_count()} cores, jax {jax.__version__}",
-                  command="python " + " ".join(sys.argv), rows=rows)
+    result = dict(machine=machine(), command=command(), rows=rows)
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from purl_jax import train
 from purl_jax.search import prune, prune_context, run_purl
+from _common import command, write_json
 
 
 def load_config(args: argparse.Namespace, seed: int,
@@ -49,11 +49,6 @@ def load_config(args: argparse.Namespace, seed: int,
 
 def mean_std(xs: list[float]) -> dict:
     return dict(mean=float(np.mean(xs)), std=float(np.std(xs)), n=len(xs))
-
-
-def write(out: str, data: dict) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(data, indent=1) + "\n")
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -75,8 +70,8 @@ def compare(args: argparse.Namespace) -> None:
                 for row in rows:
                     key = f"{row['algorithm']}@{row['target_sparsity']}"
                     summary.setdefault(key, []).append(row["pruned_test_accuracy"])
-                write(args.out, dict(
-                    command="python benchmarks/purl_figures.py compare " + " ".join(args.argv),
+                write_json(args.out, dict(
+                    command=command(),
                     finetune=c.finetune.to_dict(), prune={k: v for k, v in c.prune.to_dict().items()
                                                           if k != "algorithm"},
                     summary={k: mean_std(v) for k, v in summary.items()}, runs=rows))
@@ -116,8 +111,8 @@ def reward_modes(args: argparse.Namespace) -> None:
             for row in rows:
                 for k in ("final_best_reward", "episodes_to_final", "seconds_to_final"):
                     summary.setdefault(row["reward_mode"], {}).setdefault(k, []).append(row[k])
-            write(args.out, dict(
-                command="python benchmarks/purl_figures.py reward-modes " + " ".join(args.argv),
+            write_json(args.out, dict(
+                command=command(),
                 target_sparsity=args.sparsities[0],
                 summary={m: {k: mean_std(v) for k, v in d.items()} for m, d in summary.items()},
                 runs=rows))
@@ -150,8 +145,8 @@ def ablation(args: argparse.Namespace) -> None:
                 for k in ("pruned_test_accuracy", "final_best_reward", "episodes_to_final",
                           "best_accuracy", "best_sparsity", "search_seconds"):
                     summary.setdefault(row["variant"], {}).setdefault(k, []).append(row[k])
-            write(args.out, dict(
-                command="python benchmarks/purl_figures.py ablation " + " ".join(args.argv),
+            write_json(args.out, dict(
+                command=command(),
                 target_sparsity=args.sparsities[0], variants=variants,
                 finetune=c.finetune.to_dict(),
                 summary={v: {k: mean_std(x) for k, x in d.items()} for v, d in summary.items()},
@@ -180,7 +175,6 @@ def main() -> None:
                              '(dqn.x=... for nested fields)')
     args, overrides = parser.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
     args.overrides = overrides
-    args.argv = sys.argv[2:]
     FIGURES[args.figure](args)
 
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +32,7 @@ from purl_jax.constrained import score_function
 from purl_jax.data import reward_subset
 from purl_jax.masks import MaskPolicy, init_masks
 from purl_jax.search import reward_evaluator
+from _common import command, machine, write_json
 
 
 def best_time(f, reps: int) -> float:
@@ -96,10 +95,8 @@ def main() -> None:
                        finetuned=best_time(lambda: scorer(stacked, 0), args.reps))
 
     results = dict(
-        command="python benchmarks/reward_finetune.py --config {} --steps {} --candidates {} --reps {} --out {}{}".format(
-            args.config, args.steps, args.candidates, args.reps, args.out, "".join(f" {o}" for o in overrides)),
-        machine=f"{platform.processor() or platform.machine()}, {jax.device_count()} x "
-                f"{jax.devices()[0].platform}, {os.cpu_count()} cores, jax {jax.__version__}",
+        command=command(),
+        machine=machine(),
         load_average=os.getloadavg(), model=config.model, batch_size=rf.batch_size, steps=args.steps,
         candidates=args.candidates, reward_set_size=config.prune.reward_set_size,
         bn_calibration=config.prune.get("bn_calibration", 0),
@@ -107,8 +104,7 @@ def main() -> None:
         train_step_slowdown={k: v / step_times["python_loop"] for k, v in step_times.items()},
         iteration_seconds=score_times,
         finetuned_over_plain=score_times["finetuned"] / score_times["plain"])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out, results)
     print(json.dumps(results, indent=1))
 
 

@@ -8,8 +8,9 @@ of the parameters are kept (``prune.budget = 0.1``), 60 iterations x 16 parallel
 reward = accuracy on 1000 validation images; fine-tunes the masks 3 epochs. Expected:
 kept params <= 10% (always: the masks are projected onto the budget), test accuracy ~98.5-99%.
 A sweep: ``--config.prune.budgets='(0.2,0.1,0.05)'`` adds ``front.{json,png}`` (every
-budget searched, fine-tuned and tested); the iterations of ``prune.budget`` are logged to
-``search/metrics.jsonl``.
+budget searched, fine-tuned and tested), and ``--config.prune.front_baselines="('global',)"``
+global magnitude pruning at the same budgets, fine-tuned alike; the iterations of
+``prune.budget`` are logged to ``search/metrics.jsonl``.
 """
 
 from purl_jax.constrained import constrained_defaults

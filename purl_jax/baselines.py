@@ -3,7 +3,8 @@
 Uniform (the same ratio in every layer), global (one threshold over all layers), global
 with a minimum share kept per layer (no layer collapse; Gupta et al. 2022's default
 0.05% of the network's masked weights), and random per-layer allocation (random ratios
-scaled so the overall sparsity is the target, magnitude within each layer).
+scaled so the overall sparsity is the target, magnitude within each layer). Uniform L1
+channel pruning is the structured baseline of a constrained sweep's front.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any, Callable
 import numpy as np
 
 from purl_jax.graph import Graph
-from purl_jax.masks import (Masks, MaskError, get_path, global_magnitude_masks, magnitude_masks,
-                            masked_layers, set_path)
+from purl_jax.masks import (MaskPolicy, Masks, MaskError, channel_masks_to_masks, get_path,
+                            global_magnitude_masks, init_channel_masks, l1_channel_masks,
+                            magnitude_masks, masked_layers, set_path)
 
 Baseline = Callable[..., Masks]
 
@@ -119,3 +121,16 @@ BASELINES: dict[str, Baseline] = {
     "global_min": global_min,
     "random": random_allocation,
 }
+
+
+def uniform_l1(params: Any, masks: Masks, graph: Graph, sparsity: float, *,
+               policy: MaskPolicy = MaskPolicy(), **_) -> Masks:
+    """Structured: the ``sparsity`` share of every prunable channel group's outputs, those
+    of least L1 norm (Li et al. 2017); ``sparsity`` counts channels, not weights."""
+    _check(sparsity)
+    channels = l1_channel_masks(params, graph, init_channel_masks(graph, policy), float(sparsity))
+    return channel_masks_to_masks(params, graph, channels)
+
+
+# ``prune.front_baselines``: what a constrained budget sweep places at each of its budgets.
+FRONT_BASELINES: dict[str, Baseline] = {**BASELINES, "uniform_l1": uniform_l1}

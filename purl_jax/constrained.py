@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import trange
 
-from purl_jax import files
+from purl_jax import baselines, files
 from purl_jax.budgets import BudgetError, CostFn, call_seconds, time_call
 from purl_jax.env import layer_features
 from purl_jax.graph import Graph
@@ -219,6 +219,26 @@ def global_start(problem: Problem, cost_fn: CostFn, budget: float, iterations: i
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if cost(mid) <= budget else (mid, hi)
     return fractions(hi)
+
+
+def at_budget(make: Callable[[float], Masks], cost_fn: CostFn, budget: float,
+              steps: int = 20) -> tuple[float, Masks]:
+    """The least sparsity ``s`` whose masks ``make(s)`` cost at most ``budget``, and the
+    masks: a baseline placed at a budget. Bisection, as a magnitude baseline's cost falls
+    as its sparsity rises; a baseline that cannot reach the budget is a ``BudgetError``."""
+    lo, hi = 0.0, 1.0 - 1e-6
+    best = make(hi)
+    if not cost_fn(best) <= budget:
+        raise BudgetError(f"the baseline cannot reach budget {budget}: it costs {cost_fn(best):.4g} "
+                          f"at sparsity {hi}")
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        masks = make(mid)
+        if cost_fn(masks) <= budget:
+            hi, best = mid, masks
+        else:
+            lo = mid
+    return hi, best
 
 
 def check_budget(model: CostModel, budget: float, cost_name: str = "cost") -> None:
@@ -677,6 +697,8 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         # or "package.module:factory" (budgets.get_cost)
         budget=budget,  # relative to dense: 0.1 = at most 10% of the dense cost
         budgets=(),  # a sweep: several budgets in one run -> <workdir>/front.json, front.png
+        front_baselines=(),  # names in baselines.FRONT_BASELINES, each placed at every budget
+        # of the sweep and fine-tuned alike: "global" (layer actions), "uniform_l1" (channels)
         target_sparsity=min(max(1.0 - budget, 0.01), 0.99),  # nominal, for the shared result table
         action=action,  # "layer" (fraction by magnitude), "channel" (keep value per channel),
         # "channel_l1" (fraction of each channel group, by L1 norm)
@@ -719,15 +741,20 @@ def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
 
 
 def plot_front(rows: Sequence[dict], path: str | os.PathLike, key: str = "test_accuracy") -> None:
+    """Accuracy against cost, one line per method (budgets as grey verticals)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot([r["cost"] for r in rows], [r[key] for r in rows], "o-", label="constrained RL")
-    for r in rows:
-        ax.axvline(r["budget"], color="0.8", lw=0.8, zorder=0)
-    ax.set(xlabel="cost (relative to dense)", ylabel=key.replace("_", " "), title="accuracy vs cost")
+    for method, marker in zip(dict.fromkeys(r["method"] for r in rows), "osD^v<>"):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["cost"])
+        ax.plot([r["cost"] for r in mine], [r[key] for r in mine], marker=marker, label=method)
+    for b in {r["budget"] for r in rows}:
+        ax.axvline(b, color="0.8", lw=0.8, zorder=0)
+    ax.set(xlabel=f"{rows[0].get('cost_name', 'cost')} (relative to dense)",
+           ylabel=key.replace("_", " "), title="accuracy vs cost")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     files.save_figure(fig, files.path(path), dpi=100)
 
@@ -748,7 +775,9 @@ def run_constrained(ctx) -> dict:
     per iteration, read by ``purl_jax.report``; ``training.png``; ``search.json``). With
     ``prune.budgets`` it also sweeps them: every other budget is searched in
     ``search/budget_<b>``, and every budget's masks are fine-tuned (``config.finetune``,
-    the config's augmentation) and tested into ``<workdir>/front.json`` / ``front.png``.
+    the config's augmentation) and tested into ``<workdir>/front.json`` / ``front.png``;
+    each of ``prune.front_baselines`` is placed at every budget (``at_budget``) and
+    fine-tuned and tested alike, in ``search/budget_<b>/<name>``.
     Candidates are scored by ``ctx.evaluator`` (the reward set). Returns the masks of
     ``prune.budget`` (which ``prune`` fine-tunes) with ``budget``, ``cost`` and
     ``cost_name`` for the result and the report.
@@ -793,7 +822,17 @@ def run_constrained(ctx) -> dict:
             tuned, _, masks = finetune(ctx, r.masks, where)
             test = trainer.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=masks,
                                             batch_size=config.train.eval_batch_size)
-            rows.append(dict(r.to_json(), cost_name=p.cost, test_accuracy=float(test["accuracy"])))
+            rows.append(dict(r.to_json(), method="constrained", cost_name=p.cost,
+                             test_accuracy=float(test["accuracy"])))
+            for name in p.front_baselines:
+                make = partial(baselines.FRONT_BASELINES[name], params, ctx.base_masks, ctx.graph,
+                               seed=config.seed, policy=policy)
+                sparsity, masks = at_budget(make, cost_fn, b)
+                tuned, _, masks = finetune(ctx, masks, root / f"budget_{b:g}" / name)
+                test = trainer.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=masks,
+                                                batch_size=config.train.eval_batch_size)
+                rows.append(dict(method=name, budget=b, cost=float(cost_fn(masks)), cost_name=p.cost,
+                                 sparsity=sparsity, test_accuracy=float(test["accuracy"])))
         files.write_text(ctx.workdir / "front.json", json.dumps(rows, indent=2) + "\n")
         plot_front(rows, ctx.workdir / "front.png")
         out["constrained"]["front"] = rows

@@ -247,6 +247,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if p.project not in (*baselines.PROJECTIONS, "none"):
             raise PruneError(f"prune.project must be one of {(*baselines.PROJECTIONS, 'none')}, "
                              f"got {p.project!r}")
+    unknown = [n for n in p.get("front_baselines", ()) if n not in baselines.FRONT_BASELINES]
+    if unknown:
+        raise PruneError(f"prune.front_baselines: unknown {unknown}; known: {sorted(baselines.FRONT_BASELINES)}")
     rounds = config.finetune.rounds
     if not isinstance(rounds, int) or rounds < 1:
         raise PruneError(f"finetune.rounds must be a positive integer, got {rounds!r}")

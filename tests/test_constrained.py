@@ -395,15 +395,21 @@ def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
     config.mask_policy = dict(exclude_first=False, exclude_last=False, exclude=())
     config.prune = c.constrained_defaults(0.3, cost="params", iterations=2, num_envs=4)
     config.prune.update(budgets=(0.5,), reward_set_size=32, progress=False,  # 0.3 joins the sweep
-                        baseline_curves=False)
+                        baseline_curves=False, front_baselines=("global",))
     config.prune.ppo.update(epochs=1, num_minibatches=1)
     result = prune(config, tmp_path, trainer=trainer)
 
     front = json.loads((tmp_path / "front.json").read_text())
-    assert [r["budget"] for r in front] == [0.5, 0.3]
+    assert [(r["method"], r["budget"]) for r in front] == [
+        ("constrained", 0.5), ("global", 0.5), ("constrained", 0.3), ("global", 0.3)]
     for r in front:
-        assert r["feasible"] and r["cost"] <= r["budget"] and 0.0 <= r["test_accuracy"] <= 1.0
+        assert r["cost"] <= r["budget"] and 0.0 <= r["test_accuracy"] <= 1.0
+        if r["method"] == "constrained":
+            assert r["feasible"]
+        else:  # placed at the budget: the least global sparsity that meets it
+            assert r["budget"] - r["cost"] < 0.01 and 0.0 < r["sparsity"] < 1.0
     assert (tmp_path / "front.png").exists()
+    assert any("budget_0.3/global" in str(f["workdir"]) for f in trainer.fits)
     # the main budget is searched once, in search/ (where the report reads its log)
     assert (tmp_path / "search" / "metrics.jsonl").exists()
     assert not (tmp_path / "search" / "budget_0.3" / "agent.pkl").exists()
@@ -416,8 +422,39 @@ def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
     summary_ = json.loads((tmp_path / "summary.json").read_text())
     assert summary_["budget"] == 0.3 and summary_["cost"] <= 0.3
     assert (tmp_path / "search_curves.png").exists()
-    # fine-tuning: 2 sweep budgets + prune()'s own, all with the config's augmentation
-    assert len(trainer.fits) == 3 and {f["augment"] for f in trainer.fits} == {"the-augment"}
+    # fine-tuning: 2 sweep budgets, 2 baselines + prune()'s own, all with the config's augmentation
+    assert len(trainer.fits) == 5 and {f["augment"] for f in trainer.fits} == {"the-augment"}
+
+
+def test_an_unknown_front_baseline_fails_before_any_work(tmp_path):
+    import types
+
+    from purl_jax.search import PruneError, prune
+    from purl_jax.train import base_config
+
+    config = base_config()
+    config.prune = c.constrained_defaults(0.3)
+    config.prune.update(budgets=(0.5,), front_baselines=("global", "magnitude"))
+    trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
+    with pytest.raises(PruneError, match="front_baselines.*'magnitude'"):
+        prune(config, tmp_path, trainer=trainer)
+
+
+@pytest.mark.parametrize("name, cost", [("global", "params"), ("uniform_l1", "flops")])
+def test_a_baseline_placed_at_a_budget_is_the_least_sparsity_that_meets_it(name, cost):
+    from functools import partial
+
+    from purl_jax import baselines
+
+    model, variables, graph, _ = built("lenet5")
+    params, policy = variables["params"], MaskPolicy(exclude_first=False)
+    base = init_masks(params, graph, policy)
+    cost_fn = get_cost(cost, variables=variables, graph=graph)
+    make = partial(baselines.FRONT_BASELINES[name], params, base, graph, policy=policy)
+    sparsity, masks = c.at_budget(make, cost_fn, 0.4)
+    assert cost_fn(masks) <= 0.4 < cost_fn(make(sparsity - 0.01))
+    with pytest.raises(BudgetError, match="cannot reach budget"):
+        c.at_budget(make, cost_fn, 1e-4)
 
 
 def test_channel_l1_actions_prune_by_l1_norm():

@@ -60,10 +60,12 @@ _LAZY = {
     "DQNConfig": "purl_jax.dqn",
     "BASELINES": "purl_jax.baselines",
     "PROJECTIONS": "purl_jax.baselines",
+    "FRONT_BASELINES": "purl_jax.baselines",
     "PPOLagrangian": "purl_jax.ppo_lagrangian",
     "PPOConfig": "purl_jax.ppo_lagrangian",
     "constrained_defaults": "purl_jax.constrained",
     "make_problem": "purl_jax.constrained",
+    "at_budget": "purl_jax.constrained",
     "layer_latency_cost": "purl_jax.constrained",
 }
 

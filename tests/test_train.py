@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from purl_jax import train as train_lib
 from purl_jax.checkpoint import CheckpointError, restore_variables
-from purl_jax.data import Dataset, Splits
+from purl_jax.data import Augment, Dataset, Splits
 from purl_jax.graph import analyze
 from purl_jax.main import run
 from purl_jax.masks import init_masks, magnitude_masks
@@ -132,12 +133,15 @@ def test_optimizer_and_schedule_reject_unknown_names():
     assert float(sched(30)) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_kill_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
-    model, variables, graph = tiny_mlp()
+@pytest.mark.parametrize("build, augment", [(tiny_mlp, None),  # and BatchNorm state, augmentation:
+                                             (tiny_resnet, Augment(crop_padding=2, flip=True))])
+def test_kill_and_resume_matches_uninterrupted(tmp_path, monkeypatch, build, augment):
+    model, variables, graph = build()
     masks = magnitude_masks(variables["params"], init_masks(variables["params"], graph), graph, 0.3)
     data = tiny_splits()
-    cfg = tiny_cfg(epochs=3, checkpoint_every_steps=3)  # 4 steps per epoch, 12 in all
-    reference, ref_history = train_lib.fit(model, variables, data, cfg, masks=masks, seed=3)
+    cfg = tiny_cfg(epochs=3, checkpoint_every_steps=3, nesterov=True)  # 4 steps per epoch, 12 in all
+    fit = functools.partial(train_lib.fit, augment=augment)
+    reference, ref_history = fit(model, variables, data, cfg, masks=masks, seed=3)
 
     real = train_lib.iterate_batches
     seen = {"train": 0}
@@ -152,19 +156,17 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_lib, "iterate_batches", killed_after_seven)
     with pytest.raises(KeyboardInterrupt):
-        train_lib.fit(model, variables, data, cfg, masks=masks, seed=3, workdir=tmp_path)
+        fit(model, variables, data, cfg, masks=masks, seed=3, workdir=tmp_path)
     monkeypatch.setattr(train_lib, "iterate_batches", real)
     assert (tmp_path / "checkpoints" / "train" / "6").is_dir()
 
-    resumed, history = train_lib.fit(model, variables, data, cfg, masks=masks, seed=3,
-                                     workdir=tmp_path)
+    resumed, history = fit(model, variables, data, cfg, masks=masks, seed=3, workdir=tmp_path)
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["val_accuracy"] == pytest.approx(ref_history[-1]["val_accuracy"])
     # A finished run in the same workdir trains no further.
-    again, history = train_lib.fit(model, variables, data, cfg, masks=masks, seed=3,
-                                   workdir=tmp_path)
+    again, history = fit(model, variables, data, cfg, masks=masks, seed=3, workdir=tmp_path)
     assert len(history) == 3
     np.testing.assert_array_equal(jax.tree.leaves(again)[0], jax.tree.leaves(resumed)[0])
 

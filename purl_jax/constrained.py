@@ -740,25 +740,6 @@ def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
                         start=p.start, fill=p.fill, ppo=PPOConfig(**ppo))
 
 
-def plot_front(rows: Sequence[dict], path: str | os.PathLike, key: str = "test_accuracy") -> None:
-    """Accuracy against cost, one line per method (budgets as grey verticals)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    for method, marker in zip(dict.fromkeys(r["method"] for r in rows), "osD^v<>"):
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["cost"])
-        ax.plot([r["cost"] for r in mine], [r[key] for r in mine], marker=marker, label=method)
-    for b in {r["budget"] for r in rows}:
-        ax.axvline(b, color="0.8", lw=0.8, zorder=0)
-    ax.set(xlabel=f"{rows[0].get('cost_name', 'cost')} (relative to dense)",
-           ylabel=key.replace("_", " "), title="accuracy vs cost")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.save_figure(fig, files.path(path), dpi=100)
-
-
 def _trainer(ctx):
     """``prune``'s trainer (tests inject a fake), or ``purl_jax.train`` for a bare context."""
     if ctx.trainer is not None:
@@ -811,6 +792,7 @@ def run_constrained(ctx) -> dict:
     out = dict(masks=res.masks, budget=main, cost=res.cost, cost_name=p.cost,
                constrained=dict(res.to_json(), cost_name=p.cost, iterations=len(res.history)))
     if p.budgets:
+        from purl_jax import report
         from purl_jax.search import finetune  # search imports this module
 
         trainer = _trainer(ctx)
@@ -834,7 +816,7 @@ def run_constrained(ctx) -> dict:
                 rows.append(dict(method=name, budget=b, cost=float(cost_fn(masks)), cost_name=p.cost,
                                  sparsity=sparsity, test_accuracy=float(test["accuracy"])))
         files.write_text(ctx.workdir / "front.json", json.dumps(rows, indent=2) + "\n")
-        plot_front(rows, ctx.workdir / "front.png")
+        report.plot_front(rows, ctx.workdir / "front.png")
         out["constrained"]["front"] = rows
     return out
 

@@ -6,8 +6,8 @@ per-iteration ``*.jsonl`` logs, ``curves.json`` with the baselines) and writes:
 * ``summary.json``: config, seed, library versions, dense and pruned accuracy, per-layer
   sparsity, parameters, MACs, budget and cost, wall time;
 * ``layer_sparsity.png``, ``accuracy_vs_sparsity.png`` (the search's episodes, its result
-  and the baselines on the same axes) and ``search_curves.png`` (reward, epsilon or nu,
-  cost against budget);
+  and the baselines on the same axes), ``search_curves.png`` (reward, epsilon or nu,
+  cost against budget) and, after a constrained budget sweep, ``front.png``;
 * ``tensorboard/``: the same scalars as TensorBoard event files (tensorboardX, no TensorFlow).
 
 ``purl-jax report --workdir A [--workdir B ...]`` prints the table and regenerates all of it;
@@ -78,6 +78,11 @@ def build_summary(workdir: str | os.PathLike) -> dict[str, Any]:
             "param_reduction", "macs", "kept_macs", "flops_kept", "flop_reduction",
             "budget", "cost", "cost_name", "search_seconds", "seconds")
     summary = {k: result[k] for k in keys if k in result}
+    front_path = workdir / "front.json"  # a constrained budget sweep
+    if front_path.exists():
+        summary["front"] = [dict(method=r.get("method", "constrained"), budget=r["budget"], cost=r["cost"],
+                                 test_accuracy=r["test_accuracy"])
+                            for r in json.loads(front_path.read_text())]
     summary.update(config=config, seed=(config or {}).get("seed"), versions=versions(),
                    workdir=str(workdir))
     return summary
@@ -99,6 +104,9 @@ def format_summary(s: dict) -> str:
         rows.append((f"{s.get('cost_name', 'cost')} / budget", f"{s['cost']:.4f} / {s['budget']:.4f}"))
     rows.append(("wall time", f"{s.get('seconds', float('nan')):.0f} s "
                               f"(search {s.get('search_seconds', float('nan')):.0f} s)"))
+    for i, r in enumerate(s.get("front", [])):
+        rows.append(("front" if i == 0 else "", f"{r['method']:<12} budget {r['budget']:.4f}  "
+                     f"cost {r['cost']:.4f}  test accuracy {r['test_accuracy']:.4f}"))
     return "\n".join(f"{a:<20} {b}" for a, b in rows)
 
 
@@ -141,6 +149,24 @@ def plot_accuracy_vs_sparsity(results: Sequence[tuple[str, dict, list[dict], dic
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     files.save_figure(fig, path, dpi=110)
+    return path
+
+
+def plot_front(rows: Sequence[dict], path: epath.Path, key: str = "test_accuracy") -> epath.Path:
+    """A constrained budget sweep: accuracy against cost, one line per method (its baselines
+    too), the budgets as grey verticals."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    methods = dict.fromkeys(r.get("method", "constrained") for r in rows)
+    for method, marker in zip(methods, "osD^v<>"):
+        mine = sorted((r for r in rows if r.get("method", "constrained") == method), key=lambda r: r["cost"])
+        ax.plot([r["cost"] for r in mine], [r[key] for r in mine], marker=marker, label=method)
+    for b in {r["budget"] for r in rows}:
+        ax.axvline(b, color="0.8", lw=0.8, zorder=0)
+    ax.set(xlabel=f"{rows[0].get('cost_name', 'cost')} (relative to dense)",
+           ylabel=key.replace("_", " "), title="accuracy vs cost")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.save_figure(fig, files.path(path), dpi=100)
     return path
 
 
@@ -204,6 +230,8 @@ def write_report(workdir: str | os.PathLike) -> dict[str, Any]:
                                        workdir / "accuracy_vs_sparsity.png")]
     curve = plot_search_curves(log, workdir / "search_curves.png", result.get("budget"))
     plots += [curve] if curve else []
+    if (workdir / "front.json").exists():
+        plots.append(plot_front(json.loads((workdir / "front.json").read_text()), workdir / "front.png"))
     write_tensorboard(workdir, log)
     summary["files"] = [str(f) for f in plots]
     return summary

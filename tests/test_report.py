@@ -68,6 +68,21 @@ def test_constrained_summary_shows_budget_and_cost(tmp_path):
     assert "params / budget" in text and "0.0900 / 0.1000" in text
 
 
+def test_a_budget_sweep_reports_its_front_with_the_baselines(tmp_path):
+    w = _fake_workdir(tmp_path, algorithm="constrained", budget=0.1)
+    front = [dict(method="constrained", budget=0.2, cost=0.199, cost_name="params", test_accuracy=0.992),
+             dict(method="global", budget=0.2, cost=0.2, cost_name="params", test_accuracy=0.9917),
+             dict(budget=0.1, cost=0.0999, cost_name="params", test_accuracy=0.9914)]  # no method: older runs
+    (w / "front.json").write_text(json.dumps(front))
+    summary = R.write_report(w)
+    assert [r["method"] for r in summary["front"]] == ["constrained", "global", "constrained"]
+    text = R.format_summary(summary)
+    assert "global       budget 0.2000  cost 0.2000  test accuracy 0.9917" in text
+    with Image.open(w / "front.png") as im:
+        assert im.size[0] > 300
+    assert str(w / "front.png") in summary["files"]
+
+
 def test_compare_puts_several_runs_in_one_plot(tmp_path):
     a = _fake_workdir(tmp_path, "a")
     b = _fake_workdir(tmp_path, "b", algorithm="global")

@@ -152,10 +152,13 @@ def plot_accuracy_vs_sparsity(results: Sequence[tuple[str, dict, list[dict], dic
     return path
 
 
-def plot_front(rows: Sequence[dict], path: epath.Path, key: str = "test_accuracy") -> epath.Path:
+def plot_front(rows: Sequence[dict], path: epath.Path, key: str = "test_accuracy",
+               dense: float | None = None) -> epath.Path:
     """A constrained budget sweep: accuracy against cost, one line per method (its baselines
-    too), the budgets as grey verticals."""
+    too), the budgets as grey verticals, the dense model's accuracy dashed when given."""
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    if dense is not None:
+        ax.axhline(dense, color="k", ls="--", lw=1, label="dense")
     methods = dict.fromkeys(r.get("method", "constrained") for r in rows)
     for method, marker in zip(methods, "osD^v<>"):
         mine = sorted((r for r in rows if r.get("method", "constrained") == method), key=lambda r: r["cost"])
@@ -231,7 +234,8 @@ def write_report(workdir: str | os.PathLike) -> dict[str, Any]:
     curve = plot_search_curves(log, workdir / "search_curves.png", result.get("budget"))
     plots += [curve] if curve else []
     if (workdir / "front.json").exists():
-        plots.append(plot_front(json.loads((workdir / "front.json").read_text()), workdir / "front.png"))
+        plots.append(plot_front(json.loads((workdir / "front.json").read_text()), workdir / "front.png",
+                                dense=result.get("dense_test_accuracy")))
     write_tensorboard(workdir, log)
     summary["files"] = [str(f) for f in plots]
     return summary

@@ -259,6 +259,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if rounds > 1 and p.get("action", "layer") != "layer":
         raise PruneError("finetune.rounds > 1 prunes weights by magnitude, which would undo "
                          f"prune.action={p.action!r}'s channel structure; use rounds = 1")
+    if rounds > 1 and "uniform_l1" in p.get("front_baselines", ()):
+        raise PruneError("finetune.rounds > 1 prunes weights by magnitude, which would undo "
+                         "the uniform_l1 front baseline's channel structure; use rounds = 1")
     if "reward_finetune" in p:
         from purl_jax import reward_finetune
 

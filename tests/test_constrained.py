@@ -426,7 +426,11 @@ def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
     assert len(trainer.fits) == 5 and {f["augment"] for f in trainer.fits} == {"the-augment"}
 
 
-def test_an_unknown_front_baseline_fails_before_any_work(tmp_path):
+@pytest.mark.parametrize("front_baselines, rounds, match", [
+    (("global", "magnitude"), 1, "front_baselines.*'magnitude'"),
+    (("uniform_l1",), 3, "uniform_l1 front baseline's channel structure"),
+])
+def test_a_bad_front_baseline_fails_before_any_work(tmp_path, front_baselines, rounds, match):
     import types
 
     from purl_jax.search import PruneError, prune
@@ -434,9 +438,10 @@ def test_an_unknown_front_baseline_fails_before_any_work(tmp_path):
 
     config = base_config()
     config.prune = c.constrained_defaults(0.3)
-    config.prune.update(budgets=(0.5,), front_baselines=("global", "magnitude"))
+    config.prune.update(budgets=(0.5,), front_baselines=front_baselines)
+    config.finetune.rounds = rounds
     trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
-    with pytest.raises(PruneError, match="front_baselines.*'magnitude'"):
+    with pytest.raises(PruneError, match=match):
         prune(config, tmp_path, trainer=trainer)
 
 

@@ -46,7 +46,7 @@ from purl_jax.budgets import BudgetError, CostFn, call_seconds, time_call
 from purl_jax.env import layer_features
 from purl_jax.graph import Graph
 from purl_jax.masks import (
-    Masks, MaskPolicy, ascending_ranks, channel_masks_to_masks, channel_scores, get_path,
+    MaskError, Masks, MaskPolicy, ascending_ranks, channel_masks_to_masks, channel_scores, get_path,
     masked_layers, prunable_groups, pruned_count, set_path,
 )
 from purl_jax.ppo_lagrangian import AgentState, PPOConfig, PPOLagrangian, Transition
@@ -227,7 +227,14 @@ def at_budget(make: Callable[[float], Masks], cost_fn: CostFn, budget: float,
     masks: a baseline placed at a budget. Bisection, as a magnitude baseline's cost falls
     as its sparsity rises; a baseline that cannot reach the budget is a ``BudgetError``."""
     lo, hi = 0.0, 1.0 - 1e-6
-    best = make(hi)
+    while True:  # the sparsest masks the baseline allows (random keeps a weight per layer)
+        try:
+            best = make(hi)
+            break
+        except MaskError:
+            if hi < 0.5:
+                raise
+            hi = 1.0 - 10.0 * (1.0 - hi)
     if not cost_fn(best) <= budget:
         raise BudgetError(f"the baseline cannot reach budget {budget}: it costs {cost_fn(best):.4g} "
                           f"at sparsity {hi}")

@@ -445,7 +445,7 @@ def test_a_bad_front_baseline_fails_before_any_work(tmp_path, front_baselines, r
         prune(config, tmp_path, trainer=trainer)
 
 
-@pytest.mark.parametrize("name, cost", [("global", "params"), ("uniform_l1", "flops")])
+@pytest.mark.parametrize("name, cost", [("global", "params"), ("random", "params"), ("uniform_l1", "flops")])
 def test_a_baseline_placed_at_a_budget_is_the_least_sparsity_that_meets_it(name, cost):
     from functools import partial
 

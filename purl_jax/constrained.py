@@ -235,8 +235,9 @@ def at_budget(make: Callable[[float], Masks], cost_fn: CostFn, budget: float,
             if hi < 0.5:
                 raise
             hi = 1.0 - 10.0 * (1.0 - hi)
-    if not cost_fn(best) <= budget:
-        raise BudgetError(f"the baseline cannot reach budget {budget}: it costs {cost_fn(best):.4g} "
+    floor = cost_fn(best)
+    if not floor <= budget:
+        raise BudgetError(f"the baseline cannot reach budget {budget}: it costs {floor:.4g} "
                           f"at sparsity {hi}")
     for _ in range(steps):
         mid = 0.5 * (lo + hi)

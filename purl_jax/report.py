@@ -81,8 +81,8 @@ def build_summary(workdir: str | os.PathLike) -> dict[str, Any]:
     front_path = workdir / "front.json"  # a constrained budget sweep
     if front_path.exists():
         summary["front"] = [dict(method=r.get("method", "constrained"), budget=r["budget"], cost=r["cost"],
-                                 test_accuracy=r["test_accuracy"])
-                            for r in json.loads(front_path.read_text())]
+                                 cost_name=r.get("cost_name", "cost"), test_accuracy=r["test_accuracy"])
+                            for r in json.loads(front_path.read_text())]  # older sweeps: no method
     summary.update(config=config, seed=(config or {}).get("seed"), versions=versions(),
                    workdir=str(workdir))
     return summary
@@ -159,9 +159,8 @@ def plot_front(rows: Sequence[dict], path: epath.Path, key: str = "test_accuracy
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     if dense is not None:
         ax.axhline(dense, color="k", ls="--", lw=1, label="dense")
-    methods = dict.fromkeys(r.get("method", "constrained") for r in rows)
-    for method, marker in zip(methods, "osD^v<>"):
-        mine = sorted((r for r in rows if r.get("method", "constrained") == method), key=lambda r: r["cost"])
+    for method, marker in zip(dict.fromkeys(r["method"] for r in rows), "osD^v<>"):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["cost"])
         ax.plot([r["cost"] for r in mine], [r[key] for r in mine], marker=marker, label=method)
     for b in {r["budget"] for r in rows}:
         ax.axvline(b, color="0.8", lw=0.8, zorder=0)
@@ -233,9 +232,8 @@ def write_report(workdir: str | os.PathLike) -> dict[str, Any]:
                                        workdir / "accuracy_vs_sparsity.png")]
     curve = plot_search_curves(log, workdir / "search_curves.png", result.get("budget"))
     plots += [curve] if curve else []
-    if (workdir / "front.json").exists():
-        plots.append(plot_front(json.loads((workdir / "front.json").read_text()), workdir / "front.png",
-                                dense=result.get("dense_test_accuracy")))
+    if "front" in summary:
+        plots.append(plot_front(summary["front"], workdir / "front.png", dense=result.get("dense_test_accuracy")))
     write_tensorboard(workdir, log)
     summary["files"] = [str(f) for f in plots]
     return summary

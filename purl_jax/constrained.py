@@ -200,6 +200,24 @@ def uniform_start(problem: Problem, model: CostModel, budget: float) -> float:
     return float(np.clip((model.dense - budget) / max(per_fraction, 1e-12), 0.05, 0.95))
 
 
+def _bisect(make: Callable[[float], Any], cost: Callable[[Any], float], budget: float,
+            over: float, within: float, steps: int) -> tuple[float, Any, float | None]:
+    """``steps`` bisections of ``x`` between ``over`` (taken as over budget) and ``within``
+    (taken as within it), each point ``make(x)`` measured once by ``cost``: the last ``x``
+    within the budget (``within`` if none), its point and the cost measured there (``None``,
+    ``None`` if none)."""
+    best = best_cost = None
+    for _ in range(steps):
+        mid = 0.5 * (over + within)
+        point = make(mid)
+        measured = cost(point)
+        if measured <= budget:
+            within, best, best_cost = mid, point, measured
+        else:
+            over = mid
+    return within, best, best_cost
+
+
 def global_start(problem: Problem, cost_fn: CostFn, budget: float, iterations: int = 40) -> np.ndarray:
     """Global magnitude pruning's per-layer fractions at the least threshold whose
     *measured* cost meets ``budget`` (bisection): a warm start (``start="global"``) that
@@ -213,12 +231,10 @@ def global_start(problem: Problem, cost_fn: CostFn, budget: float, iterations: i
         f = [np.searchsorted(m, threshold) / m.size for m in problem.magnitudes]
         return np.minimum(np.asarray(f, np.float32), problem.max_fractions)
 
-    cost = lambda t: cost_fn(build(jnp.asarray(fractions(t)), scores))
-    lo, hi = 0.0, float(max(m[-1] for m in problem.magnitudes)) * (1 + 1e-6)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if cost(mid) <= budget else (mid, hi)
-    return fractions(hi)
+    cost = lambda f: cost_fn(build(jnp.asarray(f), scores))
+    top = float(max(m[-1] for m in problem.magnitudes)) * (1 + 1e-6)
+    threshold, _, _ = _bisect(fractions, cost, budget, 0.0, top, iterations)
+    return fractions(threshold)
 
 
 def at_budget(make: Callable[[float], Masks], cost_fn: CostFn, budget: float,
@@ -226,7 +242,7 @@ def at_budget(make: Callable[[float], Masks], cost_fn: CostFn, budget: float,
     """The least sparsity ``s`` whose masks ``make(s)`` cost at most ``budget``, and the
     masks: a baseline placed at a budget. Bisection, as a magnitude baseline's cost falls
     as its sparsity rises; a baseline that cannot reach the budget is a ``BudgetError``."""
-    lo, hi = 0.0, 1.0 - 1e-6
+    hi = 1.0 - 1e-6
     while True:  # the sparsest masks the baseline allows (random keeps a weight per layer)
         try:
             best = make(hi)
@@ -239,14 +255,8 @@ def at_budget(make: Callable[[float], Masks], cost_fn: CostFn, budget: float,
     if not floor <= budget:
         raise BudgetError(f"the baseline cannot reach budget {budget}: it costs {floor:.4g} "
                           f"at sparsity {hi}")
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        masks = make(mid)
-        if cost_fn(masks) <= budget:
-            hi, best = mid, masks
-        else:
-            lo = mid
-    return hi, best
+    sparsity, masks, _ = _bisect(make, cost_fn, budget, 0.0, hi, steps)
+    return sparsity, best if masks is None else masks
 
 
 def check_budget(model: CostModel, budget: float, cost_name: str = "cost") -> None:
@@ -370,36 +380,23 @@ def project(problem: Problem, cost_fn: CostFn, model: CostModel, budget: float,
     if cost <= budget:
         return _fill(measure, budget, fractions, scores, cost, iterations) if fill else (fractions, scores, cost)
     top = np.asarray(problem.max_fractions)
-    best, lo, hi = None, 0.0, 1.0
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        f = fractions + mid * (top - fractions)
-        c = measure(f, scores)
-        if c <= budget:
-            best, hi = (f, c), mid
-        else:
-            lo = mid
-    if best is None:
-        c = measure(top, scores)
-        if c <= budget:
-            return top, scores, c
-        floor_scores = np.zeros_like(scores)
-        return model.floor_fractions, floor_scores, measure(model.floor_fractions, floor_scores)
-    return best[0], scores, best[1]
+    _, f, c = _bisect(lambda t: fractions + t * (top - fractions), lambda f: measure(f, scores),
+                      budget, 0.0, 1.0, iterations)
+    if f is not None:
+        return f, scores, c
+    c = measure(top, scores)
+    if c <= budget:
+        return top, scores, c
+    floor_scores = np.zeros_like(scores)
+    return model.floor_fractions, floor_scores, measure(model.floor_fractions, floor_scores)
 
 
 def _fill(measure: Callable, budget: float, fractions: np.ndarray, scores: np.ndarray,
           cost: float, iterations: int) -> tuple[np.ndarray, np.ndarray, float]:
-    best, lo, hi = (fractions, cost), 0.0, 1.0  # scale 1 - lo fits, 1 - hi need not
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        f = fractions * (1.0 - mid)
-        c = measure(f, scores)
-        if c <= budget:
-            best, lo = (f, c), mid
-        else:
-            hi = mid
-    return best[0], scores, best[1]
+    # fractions scaled by 1 - t: t = 0 (as found, measured at ``cost``) fits, t = 1 need not
+    _, f, c = _bisect(lambda t: fractions * (1.0 - t), lambda f: measure(f, scores),
+                      budget, 1.0, 0.0, iterations)
+    return (fractions, scores, cost) if f is None else (f, scores, c)
 
 
 # -- the search --------------------------------------------------------------------------

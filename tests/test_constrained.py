@@ -228,6 +228,32 @@ def test_fill_gives_the_slack_under_the_budget_back():
     assert res.to_json()["searched_cost"] == res.searched_cost
 
 
+def test_projection_keeps_the_cost_it_measured_at_each_point_it_measured_once():
+    # a latency-like cost never measures the same twice: each bisection point is measured
+    # once, and the cost returned is the one measured at the returned fractions
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)
+    params = _params(variables)
+    model = c.probe_costs(problem, params)
+    scores = np.zeros((problem.num_steps, 1), np.float32)
+    calls = []
+
+    def drifting(masks):
+        calls.append(float(params(masks)) + 1e-6 * len(calls))
+        return calls[-1]
+
+    for start, fill in (([0.0, 0.0], False), ([0.9, 0.99], True)):
+        calls.clear()
+        f, _, cost = c.project(problem, drifting, model, 0.3, np.array(start, np.float32), scores,
+                               iterations=8, fill=fill)
+        assert len(calls) == 1 + 8 and cost <= 0.3 and cost in calls[1:]
+        built_cost = float(params(problem.build(jnp.asarray(f), jnp.asarray(scores))))
+        assert cost == pytest.approx(built_cost + 1e-6 * calls.index(cost), abs=1e-9)
+    calls.clear()
+    c.global_start(problem, drifting, 0.1, iterations=8)
+    assert len(calls) == 8
+
+
 def test_tiny_search_end_to_end_and_resume(tmp_path):
     model, variables, graph, shape, base = _lenet()
     from purl_jax.evaluator import Evaluator

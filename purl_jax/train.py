@@ -90,6 +90,9 @@ def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:
     c.image_size = 224  # crop size of streamed datasets (those too large for memory: ImageNet)
     c.augment = augment
     c.seed = 0
+    # holds the validation split out of train; apart from ``seed`` so that a search with any
+    # seed draws its reward set from images its dense model was not trained on
+    c.split_seed = 0
     c.mask_policy = dict(exclude_first=True, exclude_last=True, exclude=())
     c.train = ml_collections.ConfigDict(dict(
         optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -445,7 +448,7 @@ def get_augment(config: ml_collections.ConfigDict) -> Augment | None:
 def setup(config: ml_collections.ConfigDict) -> tuple[nn.Module, dict, Splits, Graph]:
     """The model, its initial variables (from ``config.seed``), the data and the graph."""
     splits = load_dataset(config.dataset, data_dir=config.data_dir,
-                          validation_size=config.validation_size, seed=config.seed,
+                          validation_size=config.validation_size, seed=config.split_seed,
                           pad_to=config.pad_to, image_size=config.image_size)
     model = get_model(config.model, num_classes=splits.num_classes, **dict(config.model_kwargs))
     variables = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, *splits.input_shape)))
@@ -478,9 +481,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return _train(config, workdir)[1]
 
 
+def check_dense_split(config: ml_collections.ConfigDict) -> None:
+    """Raises ``CheckpointError`` when ``config.dense_checkpoint`` was trained on images that
+    ``config`` holds out for validation (another dataset, split seed, or a smaller validation
+    split): the reward set comes from there, so the search would score masks on training
+    images. Checkpoints without a ``config.json`` are not checked."""
+    if not config.dense_checkpoint:
+        return
+    path = files.path(config.dense_checkpoint) / "config.json"
+    if not path.exists():
+        return
+    dense = json.loads(path.read_text())
+    dense_split = dense.get("split_seed", dense.get("seed", 0))  # older runs split by seed
+    problems = []
+    if dense.get("dataset", config.dataset) != config.dataset:
+        problems.append(f"dataset {dense['dataset']!r}, not {config.dataset!r}")
+    if dense_split != config.split_seed:
+        problems.append(f"split_seed {dense_split}, not {config.split_seed}")
+    if dense.get("validation_size", config.validation_size) < config.validation_size:
+        problems.append(f"validation_size {dense['validation_size']}, smaller than {config.validation_size}")
+    if problems:
+        raise ckpt.CheckpointError(
+            f"dense checkpoint {config.dense_checkpoint} was trained with {', '.join(problems)}: "
+            "part of this run's validation split (where the reward set comes from) was in its "
+            "training data. Use the dense run's dataset, split_seed and validation_size.")
+
+
 def load_dense(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """The trained dense variables: from ``config.dense_checkpoint`` (a ``purl-jax train``
     workdir) when set, otherwise trained now in ``workdir/dense`` (resumable)."""
+    check_dense_split(config)
     parts = setup(config)
     if config.dense_checkpoint:
         where = files.path(config.dense_checkpoint) / "checkpoints" / "train"

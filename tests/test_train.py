@@ -215,6 +215,16 @@ def test_cli_train_on_embedded_mnist_then_load_dense(tmp_path, capsys):
     config.dense_checkpoint = str(workdir)
     variables = train_lib.load_dense(config, tmp_path / "unused")
     assert variables["params"]["fc1"]["kernel"].shape == (784, 300)
+    assert json.loads((workdir / "config.json").read_text())["split_seed"] == 0
+    config.seed = 3  # another search seed holds out the same validation split
+    train_lib.load_dense(config, tmp_path / "unused")
+    for field, value, message in (("split_seed", 1, "split_seed 0, not 1"),
+                                  ("validation_size", 58001, "validation_size 58000, smaller than 58001"),
+                                  ("dataset", "fashion_mnist", "dataset 'mnist', not 'fashion_mnist'")):
+        other = ml_collections.ConfigDict(config.to_dict())
+        other[field] = value
+        with pytest.raises(CheckpointError, match=f"trained with {message}: part of this run's validation"):
+            train_lib.load_dense(other, tmp_path / "unused")
     config.model = "lenet5"
     with pytest.raises(CheckpointError, match="does not match the model"):
         train_lib.load_dense(config, tmp_path / "unused")
@@ -233,6 +243,15 @@ def test_cli_rejects_missing_flags(tmp_path, capsys):
     usage = capsys.readouterr().err
     assert usage.startswith("usage: purl-jax {") and all(
         command in usage for command in ("models", "train", "prune", "report", "data"))
+
+
+def test_validation_split_follows_split_seed_not_seed():
+    config = train_lib.load_config(REPO / "configs" / "lenet300_mnist.py", ["--config.validation_size=500"])
+    held_out = train_lib.setup(config)[2].validation.labels
+    config.seed = 7
+    assert np.array_equal(train_lib.setup(config)[2].validation.labels, held_out)
+    config.split_seed = 1
+    assert not np.array_equal(train_lib.setup(config)[2].validation.labels, held_out)
 
 
 def test_load_config_takes_command_line_overrides():

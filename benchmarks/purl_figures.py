@@ -15,7 +15,8 @@
         --variants experience=taken passes=1 "action_mode=sparsity;actions=(0.5,0.9,0.99)"
 
 The JSON is rewritten after every run, so a cut-short benchmark keeps what it measured.
-Seeds vary ``config.seed`` (search, fine-tuning order, reward set); the test set is fixed.
+Seeds vary ``config.seed`` (search, fine-tuning order, reward set); the validation split
+(``config.split_seed``, the dense model's) and the test set are fixed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 from purl_jax import train
 from purl_jax.search import prune, prune_context, run_purl
-from _common import command, write_json
+from _common import command, machine, write_json
 
 
 def load_config(args: argparse.Namespace, seed: int,
@@ -71,7 +72,7 @@ def compare(args: argparse.Namespace) -> None:
                     key = f"{row['algorithm']}@{row['target_sparsity']}"
                     summary.setdefault(key, []).append(row["pruned_test_accuracy"])
                 write_json(args.out, dict(
-                    command=command(),
+                    command=command(), machine=machine(),
                     finetune=c.finetune.to_dict(), prune={k: v for k, v in c.prune.to_dict().items()
                                                           if k != "algorithm"},
                     summary={k: mean_std(v) for k, v in summary.items()}, runs=rows))
@@ -112,7 +113,7 @@ def reward_modes(args: argparse.Namespace) -> None:
                 for k in ("final_best_reward", "episodes_to_final", "seconds_to_final"):
                     summary.setdefault(row["reward_mode"], {}).setdefault(k, []).append(row[k])
             write_json(args.out, dict(
-                command=command(),
+                command=command(), machine=machine(),
                 target_sparsity=args.sparsities[0],
                 summary={m: {k: mean_std(v) for k, v in d.items()} for m, d in summary.items()},
                 runs=rows))
@@ -146,7 +147,7 @@ def ablation(args: argparse.Namespace) -> None:
                           "best_accuracy", "best_sparsity", "search_seconds"):
                     summary.setdefault(row["variant"], {}).setdefault(k, []).append(row[k])
             write_json(args.out, dict(
-                command=command(),
+                command=command(), machine=machine(),
                 target_sparsity=args.sparsities[0], variants=variants,
                 finetune=c.finetune.to_dict(),
                 summary={v: {k: mean_std(x) for k, x in d.items()} for v, d in summary.items()},

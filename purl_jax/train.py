@@ -481,14 +481,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return _train(config, workdir)[1]
 
 
-def check_dense_split(config: ml_collections.ConfigDict) -> None:
-    """Raises ``CheckpointError`` when ``config.dense_checkpoint`` was trained on images that
-    ``config`` holds out for validation (another dataset, split seed, or a smaller validation
-    split): the reward set comes from there, so the search would score masks on training
-    images. Checkpoints without a ``config.json`` are not checked."""
-    if not config.dense_checkpoint:
-        return
-    path = files.path(config.dense_checkpoint) / "config.json"
+def check_dense_split(config: ml_collections.ConfigDict, dense_dir: str | os.PathLike) -> None:
+    """Raises ``CheckpointError`` when the dense run in ``dense_dir`` was trained on images
+    that ``config`` holds out for validation (another dataset, split seed, or a smaller
+    validation split): the reward set comes from there, so the search would score masks on
+    training images. A directory without a ``config.json`` is not checked."""
+    path = files.path(dense_dir) / "config.json"
     if not path.exists():
         return
     dense = json.loads(path.read_text())
@@ -502,7 +500,7 @@ def check_dense_split(config: ml_collections.ConfigDict) -> None:
         problems.append(f"validation_size {dense['validation_size']}, smaller than {config.validation_size}")
     if problems:
         raise ckpt.CheckpointError(
-            f"dense checkpoint {config.dense_checkpoint} was trained with {', '.join(problems)}: "
+            f"dense run {dense_dir} was trained with {', '.join(problems)}: "
             "part of this run's validation split (where the reward set comes from) was in its "
             "training data. Use the dense run's dataset, split_seed and validation_size.")
 
@@ -510,7 +508,7 @@ def check_dense_split(config: ml_collections.ConfigDict) -> None:
 def load_dense(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """The trained dense variables: from ``config.dense_checkpoint`` (a ``purl-jax train``
     workdir) when set, otherwise trained now in ``workdir/dense`` (resumable)."""
-    check_dense_split(config)
+    check_dense_split(config, config.dense_checkpoint or files.path(workdir) / "dense")
     parts = setup(config)
     if config.dense_checkpoint:
         where = files.path(config.dense_checkpoint) / "checkpoints" / "train"

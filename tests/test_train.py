@@ -225,6 +225,15 @@ def test_cli_train_on_embedded_mnist_then_load_dense(tmp_path, capsys):
         other[field] = value
         with pytest.raises(CheckpointError, match=f"trained with {message}: part of this run's validation"):
             train_lib.load_dense(other, tmp_path / "unused")
+    # a prune run resumed over the dense model it trained itself, written before split_seed
+    # existed (its split followed its seed), is checked the same way
+    old = tmp_path / "old_prune_run"
+    (old / "dense").mkdir(parents=True)
+    (old / "dense" / "config.json").write_text(json.dumps(dict(dataset="mnist", validation_size=58000, seed=1)))
+    resumed = ml_collections.ConfigDict(config.to_dict())
+    resumed.dense_checkpoint = ""
+    with pytest.raises(CheckpointError, match="dense run .*old_prune_run/dense was trained with split_seed 1, not 0"):
+        train_lib.load_dense(resumed, old)
     config.model = "lenet5"
     with pytest.raises(CheckpointError, match="does not match the model"):
         train_lib.load_dense(config, tmp_path / "unused")

@@ -7,8 +7,8 @@ Dense training as configs/resnet20_fmnist.py (or point ``--config.dense_checkpoi
 ``purl-jax train`` workdir of it), 30 episodes over the 18 inner conv layers (first conv
 and classifier stay dense), 500 validation images as the reward set, then gradual masked
 fine-tuning: 3 rounds of 2 epochs towards the allocation (``finetune.rounds``). Expected:
-about 1 point below the dense accuracy at 90% sparsity. From the 93.66% dense model: 92.77%
-(seed 0) and 92.47% (seed 1), global magnitude 92.78% and 92.66% with the same fine-tuning;
+within 1 point of the dense accuracy at 90% sparsity. From the 93.66% dense model: 92.77%
+(seed 0) and 92.72% (seed 1), global magnitude 92.78% and 92.84% with the same fine-tuning;
 from a 93.43% one, 92.52% (BENCHMARKS.md, "Fashion-MNIST ResNet-20 at 90%").
 """
 

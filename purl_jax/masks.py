@@ -143,11 +143,74 @@ def _check_ratio(ratio, what: str = "ratio") -> None:
 def ascending_ranks(values: jax.Array) -> jax.Array:
     """Each entry's rank in ascending order, 0 for the smallest (ties by position), same shape.
 
-    One sort serves every ratio: ``ascending_ranks(|w|) >= k`` keeps all but the ``k`` smallest.
+    One sort serves every ratio: ``ascending_ranks(|w|) >= k`` keeps all but the ``k`` smallest
+    (for one ``k``, ``smallest`` is faster).
     """
     order = jnp.argsort(values.reshape(-1), stable=True)
     ranks = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
     return ranks.reshape(values.shape)
+
+
+def _order_keys(values: jax.Array) -> jax.Array:
+    """uint32 keys in the floats' order (-0.0 read as 0.0, as comparisons do)."""
+    values = jnp.where(values == 0, 0.0, values).astype(jnp.float32)
+    bits = jax.lax.bitcast_convert_type(values, jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
+
+
+def smallest(values: jax.Array, k: int | jax.Array) -> jax.Array:
+    """True at the ``k`` smallest entries (ties by position): ``ascending_ranks(values) < k``.
+
+    Selection, not a sort: the k-th smallest value is found bit by bit from its float
+    bits in 32 counting passes, then, among the entries tied at it, the last position to
+    take, from the bits of the index. One ``k`` per call, where ``ascending_ranks`` serves
+    many.
+    """
+    return smallest_each([values], [k])[0]
+
+
+def smallest_each(values: Sequence[jax.Array], ks: Sequence[int | jax.Array]) -> list[jax.Array]:
+    """``smallest`` for several arrays in one loop: one program however many layers.
+
+    Arrays of one size are stacked, so each pass reduces once per distinct size: a
+    reduction per layer made the program slow to compile. On CPU, once compiled, 7-24x
+    faster than the stable sort it replaces (BENCHMARKS.md, "Magnitude masks by selection").
+    """
+    if not values:
+        return []
+    by_size: dict[int, list[int]] = {}
+    for i, v in enumerate(values):
+        by_size.setdefault(v.size, []).append(i)
+    members = list(by_size.values())
+    keys = [jnp.stack([_order_keys(values[i].reshape(-1)) for i in m]) for m in members]  # [arrays, size]
+    ks = [jnp.stack([jnp.asarray(ks[i], jnp.int32) for i in m]) for m in members]
+    index = [jnp.arange(key.shape[1], dtype=jnp.uint32) for key in keys]
+    index_bits = max(1, max(key.shape[1] for key in keys) - 1).bit_length()
+
+    # Passes 0-31 build the k-th smallest key from its top bit: the least t with
+    # count(key <= t) >= k. The next index_bits passes build, among the entries tied at it,
+    # the least position p with count(key < kth or (key == kth and index <= p)) >= k.
+    def next_bit(b, state):
+        out = []
+        for key, k, idx, (kth, pos) in zip(keys, ks, index, state):
+            on_value = b < 32
+            bit = jnp.uint32(1) << jnp.where(on_value, 31 - b, 31 + index_bits - b).astype(jnp.uint32)
+            t = jnp.where(on_value, kth | (bit - 1), kth)[:, None]
+            p = jnp.where(on_value, jnp.uint32(0xFFFFFFFF), pos | (bit - 1))[:, None]
+            enough = jnp.sum((key < t) | ((key == t) & (idx <= p)), axis=1, dtype=jnp.int32) >= k
+            kth = jnp.where(on_value & ~enough, kth | bit, kth)
+            pos = jnp.where(~on_value & ~enough, pos | bit, pos)
+            out.append((kth, pos))
+        return tuple(out)
+
+    zeros = tuple((jnp.zeros_like(k, jnp.uint32),) * 2 for k in ks)
+    state = jax.lax.fori_loop(0, 32 + index_bits, next_bit, zeros)
+    out = [None] * len(values)
+    for m, key, k, idx, (kth, pos) in zip(members, keys, ks, index, state):
+        chosen = ((key < kth[:, None]) | ((key == kth[:, None]) & (idx <= pos[:, None]))) & (k[:, None] > 0)
+        for row, i in enumerate(m):
+            out[i] = chosen[row].reshape(values[i].shape)
+    return out
 
 
 def pruned_count(ratio: float | jax.Array, size: int) -> jax.Array:
@@ -158,7 +221,7 @@ def pruned_count(ratio: float | jax.Array, size: int) -> jax.Array:
 def magnitude_mask(kernel: jax.Array, ratio: float | jax.Array) -> jax.Array:
     """Prunes exactly ``round(ratio * size)`` weights of smallest magnitude."""
     _check_ratio(ratio)
-    return ascending_ranks(jnp.abs(kernel)) >= pruned_count(ratio, kernel.size)
+    return ~smallest(jnp.abs(kernel), pruned_count(ratio, kernel.size))
 
 
 def threshold_mask(kernel: jax.Array, alpha: float | jax.Array) -> jax.Array:
@@ -186,8 +249,9 @@ def _per_layer(values: Ratios, layers: Sequence[Layer], what: str) -> dict[str, 
 
 @jax.jit
 def _magnitude_kernel_masks(kernels: list[jax.Array], ratios: list[jax.Array]) -> list[jax.Array]:
-    # One program for all layers: eagerly, each kernel shape would compile its own sort.
-    return [magnitude_mask(k, r) for k, r in zip(kernels, ratios)]
+    # One program for all layers: eagerly, each kernel shape would compile its own selection.
+    return [~m for m in smallest_each([jnp.abs(k) for k in kernels],
+                                      [pruned_count(r, k.size) for k, r in zip(kernels, ratios)])]
 
 
 def magnitude_masks(params: Any, masks: Masks, graph: Graph, ratios: Ratios) -> Masks:
@@ -240,15 +304,11 @@ def _global_kernel_masks(kernels: list[jax.Array], sparsity: jax.Array,
                          min_keep_fraction: float) -> list[jax.Array]:
     total = sum(k.size for k in kernels)
     reserve = int(round(min_keep_fraction * total))
-    scores = []
-    for k in kernels:
-        k = jnp.abs(k).reshape(-1)
-        m = min(reserve, k.size)
-        if m:  # the m largest weights of the layer are always kept
-            top = ascending_ranks(-k) < m
-            k = jnp.where(top, jnp.inf, k)
-        scores.append(k)
-    keep = ascending_ranks(jnp.concatenate(scores)) >= pruned_count(sparsity, total)
+    scores = [jnp.abs(k).reshape(-1) for k in kernels]
+    if reserve:  # the largest min(reserve, size) weights of each layer are always kept
+        top = smallest_each([-k for k in scores], [min(reserve, k.size) for k in scores])
+        scores = [jnp.where(t, jnp.inf, k) for t, k in zip(top, scores)]
+    keep = ~smallest(jnp.concatenate(scores), pruned_count(sparsity, total))
     out, start = [], 0
     for k in kernels:
         out.append(keep[start:start + k.size].reshape(k.shape))

@@ -55,6 +55,26 @@ def test_ascending_ranks_order_ties_by_position():
                                              kind="stable"))
 
 
+@pytest.mark.parametrize("case", range(6))
+def test_smallest_selects_like_the_stable_sort(case):
+    rng = np.random.default_rng(case)
+    x = rng.normal(size=(17, 23)).astype(np.float32)
+    if case % 2:
+        x = x.round(1)  # the k-th value tied: the cumulative-sum branch
+    x[rng.random(x.shape) < 0.1 * case] = 0.0
+    x[rng.random(x.shape) < 0.05 * case] = -0.0  # compares equal to 0.0
+    x[rng.random(x.shape) < 0.02 * case] = np.inf
+    x = jnp.asarray(x)
+    ranks = M.ascending_ranks(x)
+    for k in (0, 1, 57, 200, x.size - 1, x.size):
+        np.testing.assert_array_equal(jax.jit(M.smallest)(x, k), ranks < k, err_msg=f"k={k}")
+    # Several arrays at once, two of one size (stacked): each as if alone.
+    arrays = [x, x[:, ::-1] * 2, x[:5], jnp.zeros((3, 4))]
+    ks = [100, x.size, 31, 6]
+    for got, a, k in zip(M.smallest_each(arrays, ks), arrays, ks):
+        np.testing.assert_array_equal(got, M.ascending_ranks(a) < k)
+
+
 def test_threshold_mask_is_alpha_times_std():
     kernel = jax.random.normal(jax.random.key(0), (1000,))
     mask = M.threshold_mask(kernel, 1.0)

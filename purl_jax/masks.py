@@ -152,7 +152,8 @@ def ascending_ranks(values: jax.Array) -> jax.Array:
 
 
 def _order_keys(values: jax.Array) -> jax.Array:
-    """uint32 keys in the floats' order (-0.0 read as 0.0, as comparisons do)."""
+    """uint32 keys in the floats' order (-0.0 read as 0.0, as comparisons do; float64 is
+    compared as float32, which can only add ties)."""
     values = jnp.where(values == 0, 0.0, values).astype(jnp.float32)
     bits = jax.lax.bitcast_convert_type(values, jnp.uint32)
     return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))

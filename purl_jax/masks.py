@@ -192,10 +192,10 @@ def smallest_each(values: Sequence[jax.Array], ks: Sequence[int | jax.Array]) ->
     # count(key <= t) >= k. The next index_bits passes build, among the entries tied at it,
     # the least position p with count(key < kth or (key == kth and index <= p)) >= k.
     def next_bit(b, state):
+        on_value = b < 32
+        bit = jnp.uint32(1) << jnp.where(on_value, 31 - b, 31 + index_bits - b).astype(jnp.uint32)
         out = []
         for key, k, idx, (kth, pos) in zip(keys, ks, index, state):
-            on_value = b < 32
-            bit = jnp.uint32(1) << jnp.where(on_value, 31 - b, 31 + index_bits - b).astype(jnp.uint32)
             t = jnp.where(on_value, kth | (bit - 1), kth)[:, None]
             p = jnp.where(on_value, jnp.uint32(0xFFFFFFFF), pos | (bit - 1))[:, None]
             enough = jnp.sum((key < t) | ((key == t) & (idx <= p)), axis=1, dtype=jnp.int32) >= k

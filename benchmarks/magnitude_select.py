@@ -29,7 +29,7 @@ from purl_jax import masks as M  # noqa: E402
 from purl_jax.graph import analyze  # noqa: E402
 from purl_jax.models import get_model  # noqa: E402
 from _common import command, machine, write_json  # noqa: E402
-from mask_ops import first_and_second  # noqa: E402
+from mask_ops import timing_row  # noqa: E402
 
 
 @jax.jit
@@ -84,14 +84,8 @@ def main() -> None:
         }
         for op, (before, now) in ops.items():
             identical = all(np.array_equal(a, b) for a, b in zip(before(), now()))
-            s1, s2 = first_and_second(before)
-            n1, n2 = first_and_second(now)
             row = dict(model=name, op=op, masked_weights=sum(k.size for k in kernels),
-                       identical_masks=identical,
-                       sort_first_s=round(s1, 3), select_first_s=round(n1, 3),
-                       first_call_speedup=round(s1 / n1, 2),
-                       sort_second_s=round(s2, 4), select_second_s=round(n2, 4),
-                       second_call_speedup=round(s2 / n2, 2))
+                       identical_masks=identical, **timing_row(before, now, names=("sort", "select")))
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = dict(machine=machine(), command=command(), rows=rows)

@@ -90,6 +90,16 @@ def first_and_second(fn, *args) -> tuple[float, float]:
     return times[0], times[1]
 
 
+def timing_row(before, now, args=(), names=("eager", "jitted")) -> dict:
+    """First and second call of ``before`` and ``now`` on ``args``, and their ratios."""
+    b1, b2 = first_and_second(before, *args)
+    n1, n2 = first_and_second(now, *args)
+    return {f"{names[0]}_first_s": round(b1, 3), f"{names[1]}_first_s": round(n1, 3),
+            "first_call_speedup": round(b1 / n1, 2),
+            f"{names[0]}_second_s": round(b2, 4), f"{names[1]}_second_s": round(n2, 4),
+            "second_call_speedup": round(b2 / n2, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet50", "mobilenet_v2"])
@@ -114,13 +124,8 @@ def main() -> None:
                                        (params, graph, channels)),
         }
         for op, ((eager, now), op_args) in ops.items():
-            e1, e2 = first_and_second(eager, *op_args)
-            n1, n2 = first_and_second(now, *op_args)
             row = dict(model=name, op=op, leaves=len(jax.tree.leaves(params)),
-                       eager_first_s=round(e1, 3), jitted_first_s=round(n1, 3),
-                       first_call_speedup=round(e1 / n1, 2),
-                       eager_second_s=round(e2, 4), jitted_second_s=round(n2, 4),
-                       second_call_speedup=round(e2 / n2, 2))
+                       **timing_row(eager, now, op_args))
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = dict(machine=machine(), command=command(), rows=rows)

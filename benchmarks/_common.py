@@ -42,3 +42,25 @@ def write_json(path: str | Path, data: dict | list) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _runs_file(path: Path) -> dict:
+    if not path.exists():
+        return dict(rows=[])
+    data = json.loads(path.read_text())
+    return dict(rows=data) if isinstance(data, list) else data  # a bare list: written before session 16
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """The rows recorded so far in a resumable result file (none when it does not exist)."""
+    return _runs_file(Path(path))["rows"]
+
+
+def write_runs(path: str | Path, rows: list[dict]) -> None:
+    """A resumable result file: its rows, and the command and machine of every invocation
+    that added to them (a resumed benchmark may span several)."""
+    invocations = _runs_file(Path(path)).get("invocations", [])
+    this = dict(command=command(), machine=machine())
+    if this not in invocations:
+        invocations.append(this)
+    write_json(path, dict(invocations=invocations, rows=rows))

@@ -37,6 +37,8 @@ from purl_jax.budgets import get_cost
 from purl_jax.masks import MaskPolicy, channel_masks_to_masks, l1_channel_masks, prunable_groups
 from purl_jax.search import prune_context
 
+from _common import read_runs, write_runs
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py"
 
 
@@ -98,7 +100,7 @@ def main() -> None:
     ratio, l1_masks = uniform_l1(params, graph, policy, cost_fn, args.budget)
 
     out = root / "results.json"
-    rows = json.loads(out.read_text()) if out.exists() else []
+    rows = read_runs(out)
     done = {(r["method"], r["seed"]) for r in rows}
     for seed in args.seeds:
         runs = {}
@@ -127,7 +129,7 @@ def main() -> None:
                              reward_accuracy_before_finetune=before, test_accuracy=float(test),
                              finetune_epochs=args.finetune_epochs,
                              dense_test_accuracy=float(dense_test), **extra))
-            out.write_text(json.dumps(rows, indent=2) + "\n")
+            write_runs(out, rows)
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "fractions"}), flush=True)
     summarize(rows)
 

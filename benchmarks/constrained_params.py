@@ -27,6 +27,8 @@ from purl_jax.budgets import get_cost
 from purl_jax.masks import masked_layers
 from purl_jax.search import prune_context
 
+from _common import read_runs, write_runs
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py"
 
 
@@ -63,7 +65,7 @@ def main() -> None:
     dense_test = train.evaluate_dataset(model, variables, splits.test)["accuracy"]
 
     out = root / "results.json"
-    rows = json.loads(out.read_text()) if out.exists() else []
+    rows = read_runs(out)
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
     for budget in args.budgets:
         for seed in args.seeds:
@@ -86,7 +88,7 @@ def main() -> None:
                 rows.append(dict(method=method, budget=budget, seed=seed, cost=cost,
                                  meets_budget=cost <= budget, reward_accuracy_before_finetune=before,
                                  test_accuracy=test, dense_test_accuracy=dense_test, **extra))
-                out.write_text(json.dumps(rows, indent=2) + "\n")
+                write_runs(out, rows)
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "fractions"}))
     plot(rows, root / "front.png", f"{config.model} / {config.dataset} after fine-tuning")
     summarize(rows)

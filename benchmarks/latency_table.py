@@ -36,7 +36,7 @@ import numpy as np
 from purl_jax import constrained as c, train
 from purl_jax.masks import MaskPolicy, channel_masks_to_masks, l1_channel_masks, prunable_groups
 from purl_jax.search import prune_context
-from _common import command, machine, write_json
+from _common import command, machine, read_runs, write_json
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "resnet20_fmnist_latency_constrained.py"
 BURNER = "import numpy as np\na = np.random.rand(1500, 1500)\nwhile True:\n    a @ a\n"
@@ -46,7 +46,7 @@ def load_masks(path: Path, params, graph, problem, policy: MaskPolicy) -> dict:
     """``{label: masks}`` for the rows of a constrained_channels.py results file."""
     out = {}
     ones = {g.name: jnp.ones(g.size, bool) for g in prunable_groups(graph, policy)}
-    for row in json.loads(path.read_text()):
+    for row in read_runs(path):
         label = f"{row['method']} s{row['seed']}"
         if "fractions" in row:
             f = jnp.asarray([row["fractions"][n] for n in problem.names], jnp.float32)

@@ -38,3 +38,19 @@ def test_result_files_name_the_machine_and_the_command(in_benchmarks, monkeypatc
     assert f"({jax.devices()[0].platform})" in _common.machine() and "cores" in _common.machine()
     _common.write_json(tmp_path / "new" / "r.json", {"rows": [1]})
     assert json.loads((tmp_path / "new" / "r.json").read_text()) == {"rows": [1]}
+
+
+def test_resumable_result_files_keep_every_invocation(in_benchmarks, monkeypatch, tmp_path):
+    import _common
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([{"seed": 0}]))  # a bare list, as written before the header
+    monkeypatch.setattr(sys, "argv", ["benchmarks/constrained_params.py", "--seeds", "1"])
+    _common.write_runs(path, _common.read_runs(path) + [{"seed": 1}])
+    _common.write_runs(path, _common.read_runs(path))  # the same invocation again: one entry
+    monkeypatch.setattr(sys, "argv", ["benchmarks/constrained_params.py", "--seeds", "2"])
+    _common.write_runs(path, _common.read_runs(path) + [{"seed": 2}])
+    data = json.loads(path.read_text())
+    assert [r["seed"] for r in data["rows"]] == [0, 1, 2]
+    assert [i["command"].split()[-1] for i in data["invocations"]] == ["1", "2"]
+    assert _common.read_runs(tmp_path / "absent.json") == []

@@ -13,6 +13,9 @@
         --dense runs/lenet300_mnist --sparsities 0.95 --seeds 0 1 2 --workdir runs/purl_ablation \
         --out benchmarks/results/purl_lenet300_ablation.json \
         --variants experience=taken passes=1 "action_mode=sparsity;actions=(0.5,0.9,0.99)"
+    # the same variants screened without fine-tuning: reward-set accuracy of the returned
+    # masks beside global magnitude pruning's
+    python benchmarks/purl_figures.py oneshot ... --variants select=projected
 
 The JSON is rewritten after every run, so a cut-short benchmark keeps what it measured.
 Seeds vary ``config.seed`` (search, fine-tuning order, reward set); the validation split
@@ -25,11 +28,13 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import ml_collections
 import numpy as np
 
-from purl_jax import train
+from purl_jax import baselines, train
+from purl_jax.masks import summary as mask_summary
 from purl_jax.search import prune, prune_context, run_purl
 from _common import command, machine, write_json
 
@@ -119,42 +124,79 @@ def reward_modes(args: argparse.Namespace) -> None:
                 runs=rows))
 
 
+def variant_runs(args: argparse.Namespace) -> Iterator[tuple[str, int, ml_collections.ConfigDict, Path]]:
+    """(variant, seed, config, workdir) for every seed and every variant: the config
+    unchanged ("config") and each ``--variants`` "key=value;key=value", applied as
+    ``--config.prune.key=value`` overrides parsed as the CLI parses them."""
+    for seed in args.seeds:
+        for name, overrides in variant_overrides(args).items():
+            c = load_config(args, seed, overrides)
+            c.prune.target_sparsity = args.sparsities[0]
+            yield name, seed, c, Path(args.workdir) / f"{name.replace(';', '_')}_seed{seed}"
+
+
+def variant_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
+    return {"config": [], **{v: [f"--config.prune.{kv}" for kv in v.split(";")]
+                             for v in args.variants}}
+
+
+def write_variants(args: argparse.Namespace, rows: list[dict], keys: Sequence[str], **extra) -> None:
+    """The rows and, per variant, the mean and std of each of ``keys``."""
+    table = {}
+    for row in rows:
+        for k in keys:
+            table.setdefault(row["variant"], {}).setdefault(k, []).append(row[k])
+    write_json(args.out, dict(
+        command=command(), machine=machine(), target_sparsity=args.sparsities[0],
+        variants=variant_overrides(args), **extra,
+        summary={v: {k: mean_std(x) for k, x in d.items()} for v, d in table.items()},
+        runs=rows))
+
+
 def ablation(args: argparse.Namespace) -> None:
     """The config's search and each variant of it (config.prune fields changed), each
     projected to the target and fine-tuned alike: what every choice of the MDP and agent
     does to the search and to the test accuracy that follows."""
-    # "key=value;key=value" -> --config.prune.key=value overrides, parsed as the CLI parses them
-    variants = {"config": [], **{v: [f"--config.prune.{kv}" for kv in v.split(";")]
-                                 for v in args.variants}}
     rows = []
-    for seed in args.seeds:
-        for name, overrides in variants.items():
-            c = load_config(args, seed, overrides)
-            c.prune.target_sparsity = args.sparsities[0]
-            workdir = Path(args.workdir) / f"{name.replace(';', '_')}_seed{seed}"
-            r = prune(c, workdir)
-            _, final, hit = read_episodes(workdir)
-            rows.append(dict(
-                variant=name, seed=seed, pruned_test_accuracy=r["pruned_test_accuracy"],
-                dense_test_accuracy=r["dense_test_accuracy"], sparsity=r["sparsity"],
-                layer_sparsity=r["layer_sparsity"], final_best_reward=final,
-                episodes_to_final=hit["episode"] + 1,
-                best_accuracy=r["best"]["accuracy"], best_sparsity=r["best"]["sparsity"],
-                search_seconds=r["search_seconds"]))
-            summary = {}
-            for row in rows:
-                for k in ("pruned_test_accuracy", "final_best_reward", "episodes_to_final",
-                          "best_accuracy", "best_sparsity", "search_seconds"):
-                    summary.setdefault(row["variant"], {}).setdefault(k, []).append(row[k])
-            write_json(args.out, dict(
-                command=command(), machine=machine(),
-                target_sparsity=args.sparsities[0], variants=variants,
-                finetune=c.finetune.to_dict(),
-                summary={v: {k: mean_std(x) for k, x in d.items()} for v, d in summary.items()},
-                runs=rows))
+    for name, seed, c, workdir in variant_runs(args):
+        r = prune(c, workdir)
+        _, final, hit = read_episodes(workdir)
+        rows.append(dict(
+            variant=name, seed=seed, pruned_test_accuracy=r["pruned_test_accuracy"],
+            dense_test_accuracy=r["dense_test_accuracy"], sparsity=r["sparsity"],
+            layer_sparsity=r["layer_sparsity"], final_best_reward=final,
+            episodes_to_final=hit["episode"] + 1,
+            best_accuracy=r["best"]["accuracy"], best_sparsity=r["best"]["sparsity"],
+            search_seconds=r["search_seconds"]))
+        write_variants(args, rows, ("pruned_test_accuracy", "final_best_reward", "episodes_to_final",
+                                    "best_accuracy", "best_sparsity", "search_seconds"),
+                       finetune=c.finetune.to_dict())
 
 
-FIGURES = {"compare": compare, "reward-modes": reward_modes, "ablation": ablation}
+def oneshot(args: argparse.Namespace) -> None:
+    """The reward-set accuracy of what the search returns (searched, projected to the target,
+    not fine-tuned) for the config and each variant, beside global magnitude pruning's on
+    the same reward set: a screen of allocations that costs a search, not a fine-tuning."""
+    rows = []
+    for name, seed, c, workdir in variant_runs(args):
+        ctx = prune_context(c, workdir)
+        found = run_purl(ctx)
+        params = ctx.variables["params"]
+        reference = baselines.global_magnitude(params, ctx.base_masks, ctx.graph,
+                                               c.prune.target_sparsity)
+        layers = mask_summary(params, found["masks"], ctx.graph)["layers"]
+        rows.append(dict(
+            variant=name, seed=seed,
+            accuracy=float(ctx.evaluator.evaluate(found["masks"]).accuracy),
+            global_accuracy=float(ctx.evaluator.evaluate(reference).accuracy),
+            layer_sparsity={k: v["sparsity"] for k, v in layers.items() if v["masked"]},
+            best_episode=found["best"]["episode"], best_accuracy=found["best"]["accuracy"],
+            best_sparsity=found["best"]["sparsity"]))
+        write_variants(args, rows, ("accuracy", "global_accuracy"))
+
+
+FIGURES = {"compare": compare, "reward-modes": reward_modes, "ablation": ablation,
+           "oneshot": oneshot}
 
 
 def main() -> None:
@@ -172,7 +214,7 @@ def main() -> None:
     parser.add_argument("--finetune-rounds", type=int, default=None,
                         help="gradual pruning rounds (default: the config's)")
     parser.add_argument("--variants", nargs="+", default=[],
-                        help='ablation: config.prune changes, each "key=value[;key=value]" '
+                        help='ablation, oneshot: config.prune changes, each "key=value[;key=value]" '
                              '(dqn.x=... for nested fields)')
     args, overrides = parser.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
     args.overrides = overrides

@@ -20,6 +20,14 @@ gave 99.19%, 99.03% and 99.17% at 98% sparsity with seeds 0, 1, 2 (mean 99.13%, 
 global magnitude: 99.17%, 99.15%, 99.04%, mean 99.12%; BENCHMARKS.md, "Session 7", run on
 the shared dense checkpoint). On the clean split with weight decay 0.3 and a 12-epoch last
 round, PuRL gave 99.08 +- 0.09% and global magnitude 99.18 +- 0.01% (BENCHMARKS.md, "Session 16").
+Searching around global magnitude's cut and selecting by accuracy after projection (ours)
+meets the target with every seed, 99.19 +- 0.02% (BENCHMARKS.md, "Session 17"):
+
+    purl-jax prune --config configs/lenet5_mnist_purl.py --workdir runs/lenet5_purl_global \
+        --config.prune.action_mode=global --config.prune.select=projected \
+        '--config.prune.actions=(0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5)' \
+        --config.finetune.rounds=8 --config.finetune.epochs=4 \
+        --config.finetune.weight_decay=0.3 --config.finetune.final_epochs=12
 """
 
 from purl_jax.search import purl_defaults

@@ -9,6 +9,10 @@ the current layer:
   on the first visit is PuRL's rule and on later visits prunes a little more.
 * ``"sparsity"``: a target sparsity for the layer from a grid, by magnitude; never below
   the layer's current sparsity.
+* ``"global"`` (ours): prune ``|w| < alpha * T``, ``T`` the one magnitude cut of global
+  magnitude pruning at the target sparsity (same alpha grid). ``alpha = 1`` in every layer
+  *is* global magnitude pruning, so the search refines that allocation instead of drawing
+  one far from the target and leaving the rest to ``prune.project``.
 
 State (reconstructed; the paper's full text is unavailable): the current layer's
 features (index, kind, shape, share of parameters and MACs, kernel / stride / padding),
@@ -43,7 +47,7 @@ from purl_jax.masks import (Masks, ascending_ranks, get_path, masked_layers, pru
                             set_path)
 
 KINDS = ("conv", "depthwise", "dense")
-ACTION_MODES = ("threshold", "sparsity")
+ACTION_MODES = ("threshold", "sparsity", "global")
 REWARD_MODES = ("dense", "terminal")
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(23))  # PuRL: 0.0, 0.1, ..., 2.2
 
@@ -108,13 +112,25 @@ def step_reward(spec: RewardSpec, accuracy, sparsity, last: bool) -> jax.Array:
     return r if spec.mode == "dense" or last else jnp.zeros_like(r)
 
 
+def cut_candidates(kernel: jax.Array, mask: jax.Array, cuts: jax.Array) -> jax.Array:
+    """``mask & (|w| >= cut)`` for every cut: bool[K, ...]."""
+    return (jnp.abs(kernel)[None] >= cuts.reshape((-1,) + (1,) * kernel.ndim)) & mask[None]
+
+
 def threshold_candidates(kernel: jax.Array, mask: jax.Array, alphas: jax.Array) -> jax.Array:
     """``mask & (|w| >= alpha * std of the surviving weights)`` for every alpha: bool[K, ...]."""
     n = jnp.maximum(jnp.sum(mask), 1)
     mean = jnp.sum(jnp.where(mask, kernel, 0.0)) / n
     std = jnp.sqrt(jnp.sum(jnp.where(mask, (kernel - mean) ** 2, 0.0)) / n)
-    keep = jnp.abs(kernel)[None] >= alphas.reshape((-1,) + (1,) * kernel.ndim) * std
-    return keep & mask[None]
+    return cut_candidates(kernel, mask, alphas * std)
+
+
+def global_cut(kernels: Sequence[jax.Array], sparsity: float) -> float:
+    """The magnitude below which global magnitude pruning at ``sparsity`` prunes (in NumPy,
+    once per search)."""
+    weights = np.concatenate([np.abs(np.asarray(k)).reshape(-1) for k in kernels])
+    n = min(int(pruned_count(sparsity, weights.size)), weights.size - 1)
+    return float(np.partition(weights, n)[n])
 
 
 def sparsity_candidates(kernel: jax.Array, mask: jax.Array, ratios: jax.Array) -> jax.Array:
@@ -177,15 +193,15 @@ def layer_features(graph: Graph, layers: Sequence[Layer]) -> np.ndarray:
 
 
 def action_grid(mode: str, values: Sequence[float] | None) -> np.ndarray:
-    """The discrete actions: alphas (``threshold``) or layer sparsities (``sparsity``)."""
+    """The discrete actions: alphas (``threshold``, ``global``) or layer sparsities (``sparsity``)."""
     if mode not in ACTION_MODES:
         raise EnvError(f"action mode must be one of {ACTION_MODES}, got {mode!r}")
     if values is None:
-        values = DEFAULT_ALPHAS if mode == "threshold" else tuple(i / 20 for i in range(20))
+        values = DEFAULT_ALPHAS if mode != "sparsity" else tuple(i / 20 for i in range(20))
     grid = np.asarray(list(values), np.float32)
     if grid.ndim != 1 or grid.size == 0:
         raise EnvError(f"the action grid is empty: give at least one {mode} value")
-    if mode == "threshold" and (grid < 0).any():
+    if mode != "sparsity" and (grid < 0).any():
         raise EnvError(f"threshold factors (alphas) must be >= 0, got {grid.tolist()}")
     if mode == "sparsity" and ((grid < 0) | (grid > 1)).any():
         raise EnvError(f"layer sparsities must lie in [0, 1], got {grid.tolist()}")
@@ -194,7 +210,7 @@ def action_grid(mode: str, values: Sequence[float] | None) -> np.ndarray:
 
 _observation = jax.jit(observation, static_argnums=(1, 2, 8))
 _CANDIDATES = {"threshold": jax.jit(threshold_candidates),
-               "sparsity": jax.jit(sparsity_candidates)}
+               "sparsity": jax.jit(sparsity_candidates), "global": jax.jit(cut_candidates)}
 
 
 @functools.partial(jax.jit, static_argnames=("last", "spec", "passes"))
@@ -245,6 +261,9 @@ class PruningEnv:
         self.sizes = jnp.asarray([l.params for l in self.layers], jnp.float32)
         self.features = jnp.asarray(layer_features(graph, self.layers))
         self._candidates = _CANDIDATES[action_mode]
+        # What the candidate function gets: the grid, or for "global" the cuts it names.
+        self._grid = (self.actions * global_cut(self.kernels, reward.target_sparsity)
+                      if action_mode == "global" else self.actions)
 
     @property
     def num_actions(self) -> int:
@@ -289,7 +308,7 @@ class PruningEnv:
         if state.step >= self.num_steps:
             raise EnvError("the episode is over: reset the environment")
         i = self.layer_index(state.step)
-        cands = self._candidates(self.kernels[i], state.layer_masks[i], self.actions)
+        cands = self._candidates(self.kernels[i], state.layer_masks[i], self._grid)
         scores = self.evaluate_layer(self.masks_tree(state.layer_masks), self.layers[i].name, cands,
                                      episode)
         accuracy = jnp.asarray(scores.accuracy, jnp.float32)

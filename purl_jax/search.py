@@ -37,6 +37,7 @@ from purl_jax.masks import (Masks, MaskPolicy, channel_masks_from_masks, get_pat
                             init_masks, magnitude_masks, masked_layers, summary)
 
 EXPERIENCE = ("taken", "all_actions")
+SELECT = ("reward", "projected")
 
 
 class PruneError(ValueError):
@@ -80,13 +81,16 @@ def get_algorithm(name: str) -> Algorithm:
 
 
 def _final_key(info: dict) -> tuple:
-    return info["final_reward"], info["accuracy"], info["sparsity"]
+    return info.get("projected_accuracy", 0.0), info["final_reward"], info["accuracy"], info["sparsity"]
 
 
 def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
                 experience: str = "all_actions", workdir: str | os.PathLike | None = None,
-                checkpoint_every: int = 1, progress: bool = True) -> dict:
-    """Runs DQN episodes over ``env``; returns the best masks by final reward.
+                checkpoint_every: int = 1, progress: bool = True,
+                projected_accuracy: Callable[[Masks], float] | None = None) -> dict:
+    """Runs DQN episodes over ``env``; returns the best masks by final reward, or with
+    ``projected_accuracy`` (of an episode's mask tree, as the search will return it) by
+    that accuracy first.
 
     ``experience="all_actions"`` adds the transition of every scored action at each step
     (the evaluator scored them anyway), ``"taken"`` only the one taken. With ``workdir``
@@ -156,6 +160,8 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
             loss=float(np.mean(losses)) if losses else None, env_steps=env_steps,
             seconds=round(time.perf_counter() - t0, 3),
         )
+        if projected_accuracy is not None:
+            info["projected_accuracy"] = float(projected_accuracy(env.masks_tree(state.layer_masks)))
         if best is None or _final_key(info) > _final_key(best):
             best, best_masks = info, state.layer_masks
         info["best_final_reward"] = best["final_reward"]
@@ -202,15 +208,22 @@ def make_env(ctx: PruneContext) -> PruningEnv:
 
 
 def run_purl(ctx: PruneContext) -> dict:
+    """``prune.select = "projected"`` ranks episodes by the reward-set accuracy of their
+    masks after ``prune.project``, the masks returned, instead of by the hinge reward
+    where each episode stopped (often well short of the target)."""
     p = ctx.config.prune
     env = make_env(ctx)
     agent = DQN(env.obs_dim, env.num_actions, dqn_config(p.dqn))
+    project = lambda masks: masks if p.project == "none" else baselines.PROJECTIONS[p.project](
+        ctx.variables["params"], ctx.base_masks, ctx.graph, masks, p.target_sparsity)
+    scored = None
+    if p.get("select", "reward") == "projected":
+        scored = lambda masks: ctx.evaluator.evaluate(project(masks)).accuracy
     found = purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
                         experience=p.experience, workdir=ctx.workdir / "search",
-                        checkpoint_every=p.checkpoint_every, progress=p.get("progress", True))
-    if p.project != "none":  # the hinge reaches the target only roughly
-        found["masks"] = baselines.PROJECTIONS[p.project](
-            ctx.variables["params"], ctx.base_masks, ctx.graph, found["masks"], p.target_sparsity)
+                        checkpoint_every=p.checkpoint_every, progress=p.get("progress", True),
+                        projected_accuracy=scored)
+    found["masks"] = project(found["masks"])  # the hinge reaches the target only roughly
     return found
 
 
@@ -247,6 +260,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if p.project not in (*baselines.PROJECTIONS, "none"):
             raise PruneError(f"prune.project must be one of {(*baselines.PROJECTIONS, 'none')}, "
                              f"got {p.project!r}")
+        if p.get("select", "reward") not in SELECT:
+            raise PruneError(f"prune.select must be one of {SELECT}, got {p.select!r}")
+        if p.get("select") == "projected" and p.project == "none":
+            raise PruneError('prune.select = "projected" ranks episodes after prune.project; '
+                             'set prune.project to one of ' + str(tuple(baselines.PROJECTIONS)))
     unknown = [n for n in p.get("front_baselines", ()) if n not in baselines.FRONT_BASELINES]
     if unknown:
         raise PruneError(f"prune.front_baselines: unknown {unknown}; known: {sorted(baselines.FRONT_BASELINES)}")
@@ -462,12 +480,14 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         accuracy_tolerance=0.01,  # reconstructed: A_target = dense reward-set accuracy - 1 point
         beta=5.0,
         reward_mode="dense",  # or "terminal" (AMC-style ablation)
-        action_mode="threshold",  # PuRL: |w| < alpha * std(w); or "sparsity"
+        action_mode="threshold",  # PuRL: |w| < alpha * std(w); or "sparsity", "global" (ours)
         actions=DEFAULT_ALPHAS,
         passes=1,  # > 1: QLP-style repeated visits
         project="scale",  # ours: the best allocation moved to exactly target_sparsity
         # (baselines.PROJECTIONS: "scale" keeps its shape, "global" by one magnitude
         # ranking over all layers; or "none")
+        select="reward",  # the best episode by hinge reward; "projected" (ours): by the
+        # reward-set accuracy of its masks after ``project``
         episodes=episodes,
         reward_set_size=1000,  # reconstructed; drawn from validation
         bn_calibration=0,  # ours: training images to re-estimate BatchNorm statistics per candidate

@@ -123,6 +123,20 @@ def test_env_rewards_every_step_or_only_at_the_end():
             assert float(jnp.abs(rewards[0]).max()) > 0.0
 
 
+def test_global_action_alpha_one_is_global_magnitude_pruning():
+    env = tiny_env(action_mode="global")  # target sparsity 0.5
+    one = list(np.asarray(env.actions)).index(np.float32(1.0))
+    state = env.reset()
+    for _ in range(env.num_steps):
+        out = env.score_actions(state)
+        assert bool((out.layer_masks[1:] <= out.layer_masks[:-1]).all())  # larger alpha, fewer kept
+        state = env.step(state, out, one)
+    _, variables, graph, _ = built("lenet5")
+    expected = baselines.global_magnitude(variables["params"], env.base_masks, graph, 0.5)
+    for layer, mask in zip(env.layers, state.layer_masks):
+        np.testing.assert_array_equal(mask, get_path(expected, layer.path))
+
+
 def test_multi_pass_episodes_visit_layers_again():
     env = tiny_env(passes=2, action_mode="sparsity", actions=(0.0, 0.5, 0.9))
     assert env.num_steps == 8
@@ -327,6 +341,19 @@ def test_prune_end_to_end_on_a_fake_trainer(tmp_path, algorithm, capsys):
         np.testing.assert_allclose(result["sparsity"], 0.8, atol=2e-3)
 
 
+def test_projected_selection_returns_the_best_episode_after_projection(tmp_path):
+    config = tiny_config(select="projected", episodes=4)
+    result = prune(config, tmp_path, trainer=fake_trainer())
+    rows = _episode_rows(tmp_path / "search" / "episodes.jsonl")
+    assert len({r["projected_accuracy"] for r in rows}) > 1  # the choice is not trivial
+    best = max(rows, key=lambda r: (r["projected_accuracy"], r["final_reward"]))
+    assert result["best"]["episode"] == best["episode"]
+    # what is returned is what was ranked: those masks, projected to the target
+    np.testing.assert_allclose(result["reward_set_accuracy_before_finetune"],
+                               best["projected_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(result["sparsity"], 0.8, atol=2e-3)
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("target_sparsity", 0.0, "target_sparsity"),
     ("target_sparsity", 1.2, "target_sparsity"),
@@ -335,9 +362,11 @@ def test_prune_end_to_end_on_a_fake_trainer(tmp_path, algorithm, capsys):
     ("bn_calibration", -1, "bn_calibration"),
     ("algorithm", "nope", "unknown pruning algorithm"),
     ("project", "scaled", "prune.project"),
+    ("select", "best", "prune.select"),
+    ("project", "none", "prune.select"),  # with select="projected" (tiny_config's)
 ])
 def test_bad_input_fails_before_any_work(tmp_path, field, value, match):
-    config = tiny_config(**{field: value})
+    config = tiny_config(**{field: value, **({"select": "projected"} if field == "project" else {})})
     trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
     with pytest.raises(PruneError, match=match):
         prune(config, tmp_path, trainer=trainer)

@@ -43,8 +43,8 @@ import numpy as np
 
 from purl_jax.evaluator import Evaluator, Scores
 from purl_jax.graph import Graph, Layer
-from purl_jax.masks import (Masks, ascending_ranks, get_path, masked_layers, pruned_count,
-                            set_path)
+from purl_jax.masks import (Masks, ascending_ranks, get_path, global_cut, masked_layers,
+                            pruned_count, set_path)
 
 KINDS = ("conv", "depthwise", "dense")
 ACTION_MODES = ("threshold", "sparsity", "global")
@@ -123,14 +123,6 @@ def threshold_candidates(kernel: jax.Array, mask: jax.Array, alphas: jax.Array) 
     mean = jnp.sum(jnp.where(mask, kernel, 0.0)) / n
     std = jnp.sqrt(jnp.sum(jnp.where(mask, (kernel - mean) ** 2, 0.0)) / n)
     return cut_candidates(kernel, mask, alphas * std)
-
-
-def global_cut(kernels: Sequence[jax.Array], sparsity: float) -> float:
-    """The magnitude below which global magnitude pruning at ``sparsity`` prunes (in NumPy,
-    once per search)."""
-    weights = np.concatenate([np.abs(np.asarray(k)).reshape(-1) for k in kernels])
-    n = min(int(pruned_count(sparsity, weights.size)), weights.size - 1)
-    return float(np.partition(weights, n)[n])
 
 
 def sparsity_candidates(kernel: jax.Array, mask: jax.Array, ratios: jax.Array) -> jax.Array:

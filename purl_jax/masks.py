@@ -317,6 +317,13 @@ def _global_kernel_masks(kernels: list[jax.Array], sparsity: jax.Array,
     return out
 
 
+def global_cut(kernels: Sequence[jax.Array], sparsity: float) -> float:
+    """The smallest magnitude that global magnitude pruning at ``sparsity`` keeps: its mask
+    is ``|w| >= cut`` in every layer (up to exact ties at the cut)."""
+    kept = _global_kernel_masks(list(kernels), jnp.asarray(sparsity, jnp.float32), 0.0)
+    return float(min(jnp.min(jnp.where(m, jnp.abs(k), jnp.inf)) for k, m in zip(kernels, kept)))
+
+
 # -- structured (channel) masks ---------------------------------------------------------
 
 def prunable_groups(graph: Graph, policy: MaskPolicy = MaskPolicy()):

@@ -217,7 +217,7 @@ def run_purl(ctx: PruneContext) -> dict:
     project = lambda masks: masks if p.project == "none" else baselines.PROJECTIONS[p.project](
         ctx.variables["params"], ctx.base_masks, ctx.graph, masks, p.target_sparsity)
     scored = None
-    if p.get("select", "reward") == "projected":
+    if p.select == "projected":
         scored = lambda masks: ctx.evaluator.evaluate(project(masks)).accuracy
     found = purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
                         experience=p.experience, workdir=ctx.workdir / "search",
@@ -260,9 +260,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if p.project not in (*baselines.PROJECTIONS, "none"):
             raise PruneError(f"prune.project must be one of {(*baselines.PROJECTIONS, 'none')}, "
                              f"got {p.project!r}")
-        if p.get("select", "reward") not in SELECT:
+        if p.select not in SELECT:
             raise PruneError(f"prune.select must be one of {SELECT}, got {p.select!r}")
-        if p.get("select") == "projected" and p.project == "none":
+        if p.select == "projected" and p.project == "none":
             raise PruneError('prune.select = "projected" ranks episodes after prune.project; '
                              'set prune.project to one of ' + str(tuple(baselines.PROJECTIONS)))
     unknown = [n for n in p.get("front_baselines", ()) if n not in baselines.FRONT_BASELINES]

@@ -96,7 +96,6 @@ def test_global_magnitude_hits_target_and_min_keep_prevents_collapse():
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), jitted, masks))
 
 
-
 def test_global_cut_is_global_magnitude_threshold():
     _, v, graph, _ = built("lenet5")
     base = M.init_masks(v["params"], graph, M.MaskPolicy(False, False))
@@ -107,6 +106,7 @@ def test_global_cut_is_global_magnitude_threshold():
     for layer, kernel in zip(layers, kernels):
         np.testing.assert_array_equal(M.get_path(masks, layer.path), jnp.abs(kernel) >= cut)
     assert M.global_cut(kernels, 0.95) > cut
+
 
 @pytest.mark.parametrize("name", zoo())
 def test_pruned_channels_are_exactly_zero_wherever_they_flow(name):

@@ -363,7 +363,7 @@ def test_projected_selection_returns_the_best_episode_after_projection(tmp_path)
     ("algorithm", "nope", "unknown pruning algorithm"),
     ("project", "scaled", "prune.project"),
     ("select", "best", "prune.select"),
-    ("project", "none", "prune.select"),  # with select="projected" (tiny_config's)
+    ("project", "none", "prune.select"),  # every "project" row runs with select="projected"
 ])
 def test_bad_input_fails_before_any_work(tmp_path, field, value, match):
     config = tiny_config(**{field: value, **({"select": "projected"} if field == "project" else {})})

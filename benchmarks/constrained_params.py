@@ -8,7 +8,8 @@ For every (budget, seed): the constrained search with layer actions and a kept-p
 (``--config``'s model, data, mask policy and fine-tuning; default
 ``configs/lenet5_mnist_constrained.py``), and global magnitude pruning of the same layers at the sparsity that
 meets the same budget; both fine-tuned identically (``config.finetune`` with
-``finetune_epochs``, seed = the seed) and tested. Writes ``results.json`` (one row per run,
+``finetune_epochs``, seed = the seed; ``--config.finetune.rounds=3`` prunes gradually, as
+``purl-jax prune`` does) and tested. Writes ``results.json`` (one row per run,
 with the measured cost and whether it meets the budget), ``front.png`` (test accuracy
 against kept params) and each search's ``training.png`` / ``metrics.jsonl``.
 """
@@ -25,7 +26,7 @@ import numpy as np
 from purl_jax import baselines, constrained as c, train
 from purl_jax.budgets import get_cost
 from purl_jax.masks import masked_layers
-from purl_jax.search import prune_context
+from purl_jax.search import finetune, prune_context
 
 from _common import read_runs, write_runs
 
@@ -81,9 +82,8 @@ def main() -> None:
             for method, (masks, extra) in runs.items():
                 cost = cost_fn(masks)
                 before = float(ev.evaluate(masks).accuracy)
-                tuned, _ = train.fit(model, variables, splits, config.finetune, masks=masks, seed=seed,
-                                     desc=f"finetune {method} b={budget:g} s={seed}",
-                                     augment=train.get_augment(config))
+                config.seed = seed  # the fine-tuning's (the reward set was drawn above)
+                tuned, _, masks = finetune(ctx, masks, root / f"finetune_{method}_b{budget:g}_s{seed}")
                 test = train.evaluate_dataset(model, tuned, splits.test, masks=masks)["accuracy"]
                 rows.append(dict(method=method, budget=budget, seed=seed, cost=cost,
                                  meets_budget=cost <= budget, reward_accuracy_before_finetune=before,

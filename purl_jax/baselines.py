@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 from purl_jax.graph import Graph
 from purl_jax.masks import (MaskPolicy, Masks, MaskError, channel_masks_to_masks, get_path,
                             global_magnitude_masks, init_channel_masks, l1_channel_masks,
-                            magnitude_masks, masked_layers, set_path)
+                            magnitude_mask, magnitude_masks, masked_layers, set_path)
 
 Baseline = Callable[..., Masks]
 
@@ -65,33 +66,44 @@ def random_allocation(params: Any, masks: Masks, graph: Graph, sparsity: float, 
     return magnitude_masks(params, masks, graph, {l.name: float(r) for l, r in zip(layers, ratios)})
 
 
-def scale_keep(sizes: np.ndarray, keep: np.ndarray, sparsity: float) -> np.ndarray:
-    """Per-layer ratios ``1 - c * keep`` (every layer keeping between one weight and all),
-    ``c`` bisected so the size-weighted sparsity is ``sparsity``: the allocation's shape
-    kept, its total moved to the target."""
+def scale_keep(sizes: np.ndarray, keep: np.ndarray, sparsity: float,
+               max_layer_sparsity: float = 1.0) -> np.ndarray:
+    """Per-layer ratios ``1 - c * keep`` (every layer keeping between one weight, or its
+    ``1 - max_layer_sparsity`` share, and all), ``c`` bisected so the size-weighted
+    sparsity is ``sparsity``: the allocation's shape kept, its total moved to the target."""
     sizes = np.asarray(sizes, np.float64)
-    keep = np.maximum(np.asarray(keep, np.float64), 1.0 / sizes)  # a collapsed layer keeps 1
+    floor = np.maximum(1.0 / sizes, 1.0 - max_layer_sparsity)
+    keep = np.maximum(np.asarray(keep, np.float64), floor)  # a collapsed layer keeps the floor
     budget = (1.0 - sparsity) * sizes.sum()
     lo, hi = 0.0, 1.0 / keep.min()
     for _ in range(100):
         c = (lo + hi) / 2
-        lo, hi = (c, hi) if (np.minimum(1.0, c * keep) * sizes).sum() < budget else (lo, c)
-    return 1.0 - np.clip(hi * keep, 1.0 / sizes, 1.0)  # no layer collapses
+        lo, hi = (c, hi) if (np.clip(c * keep, floor, 1.0) * sizes).sum() < budget else (lo, c)
+    return 1.0 - np.clip(hi * keep, floor, 1.0)  # no layer collapses
 
 
-def project_scale(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float) -> Masks:
+def _check_cap(sparsity: float, max_layer_sparsity: float) -> None:
+    if not sparsity <= max_layer_sparsity <= 1.0:
+        raise MaskError(f"max_layer_sparsity must lie in [sparsity, 1] = [{sparsity}, 1], "
+                        f"got {max_layer_sparsity}")
+
+
+def project_scale(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float,
+                  max_layer_sparsity: float = 1.0) -> Masks:
     """``found``'s per-layer allocation rescaled to exactly ``sparsity`` overall, by
     magnitude within each layer (threshold actions prune by magnitude too, so at equal
-    per-layer ratios the masks are the same)."""
+    per-layer ratios the masks are the same); no layer beyond ``max_layer_sparsity``."""
     _check(sparsity)
+    _check_cap(sparsity, max_layer_sparsity)
     layers = masked_layers(masks, graph)
     sizes = np.array([l.params for l in layers])
     keep = np.array([float(np.mean(np.asarray(get_path(found, l.path)))) for l in layers])
-    ratios = scale_keep(sizes, keep, sparsity)
+    ratios = scale_keep(sizes, keep, sparsity, max_layer_sparsity)
     return magnitude_masks(params, masks, graph, {l.name: float(r) for l, r in zip(layers, ratios)})
 
 
-def project_global(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float) -> Masks:
+def project_global(params: Any, masks: Masks, graph: Graph, found: Masks, sparsity: float,
+                   max_layer_sparsity: float = 1.0) -> Masks:
     """``found`` moved to exactly ``sparsity`` overall by one magnitude ranking over all
     layers: the weights it kept rank above those it pruned, so extra pruning takes the
     smallest weights it kept, in whichever layer they are (and a shortfall restores the
@@ -99,15 +111,20 @@ def project_global(params: Any, masks: Masks, graph: Graph, found: Masks, sparsi
     because the whole allocation is scaled; but when ``found`` pruned only weights that
     global magnitude pruning at ``sparsity`` prunes too (a search that stopped well short
     of the target), the result *is* global magnitude's masks (BENCHMARKS.md, PuRL,
-    "Session 11")."""
+    "Session 11"). Each layer's largest ``1 - max_layer_sparsity`` share ranks above all."""
     _check(sparsity)
+    _check_cap(sparsity, max_layer_sparsity)
     layers = masked_layers(masks, graph)
     # In NumPy, once per search: eager jnp would compile each op for every kernel shape.
     weights = {l.path: np.abs(np.asarray(get_path(params, l.path))) for l in layers}
     top = 1.0 + max(float(w.max()) for w in weights.values())
     scores = params
     for path, w in weights.items():
-        scores = set_path(scores, path, np.where(np.asarray(get_path(found, path)), w + top, w))
+        score = np.where(np.asarray(get_path(found, path)), w + top, w)
+        if max_layer_sparsity < 1.0:
+            floor = np.asarray(magnitude_mask(jnp.asarray(w), max_layer_sparsity))
+            score = np.where(floor, w + 2 * top, score)
+        scores = set_path(scores, path, score)
     return global_magnitude_masks(scores, masks, graph, sparsity)
 
 

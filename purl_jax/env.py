@@ -14,6 +14,10 @@ the current layer:
   *is* global magnitude pruning, so the search refines that allocation instead of drawing
   one far from the target and leaving the rest to ``prune.project``.
 
+``max_layer_sparsity`` < 1 caps every action: each layer keeps at least that share's
+complement, its largest weights, so no step empties a layer (a 100%-pruned residual
+branch is lost for good, and the reward set cannot see it before fine-tuning).
+
 State (reconstructed; the paper's full text is unavailable): the current layer's
 features (index, kind, shape, share of parameters and MACs, kernel / stride / padding),
 the sparsity so far of every masked layer and overall, the accuracy on the reward set,
@@ -43,8 +47,8 @@ import numpy as np
 
 from purl_jax.evaluator import Evaluator, Scores
 from purl_jax.graph import Graph, Layer
-from purl_jax.masks import (Masks, ascending_ranks, get_path, global_cut, masked_layers,
-                            pruned_count, set_path)
+from purl_jax.masks import (Masks, ascending_ranks, get_path, global_cut, magnitude_mask,
+                            masked_layers, pruned_count, set_path)
 
 KINDS = ("conv", "depthwise", "dense")
 ACTION_MODES = ("threshold", "sparsity", "global")
@@ -234,12 +238,14 @@ class PruningEnv:
     def __init__(self, params: Any, graph: Graph, base_masks: Masks,
                  evaluate_layer: EvaluateLayer | Evaluator, reward: RewardSpec, *,
                  action_mode: str = "threshold", actions: Sequence[float] | None = None,
-                 passes: int = 1) -> None:
+                 passes: int = 1, max_layer_sparsity: float = 1.0) -> None:
         self.layers = masked_layers(base_masks, graph)
         if not self.layers:
             raise EnvError("no masked layers: the mask policy excludes every layer")
         if passes < 1:
             raise EnvError(f"passes must be >= 1, got {passes}")
+        if not 0.0 < max_layer_sparsity <= 1.0:
+            raise EnvError(f"max_layer_sparsity must lie in (0, 1], got {max_layer_sparsity}")
         self.graph, self.base_masks, self.reward = graph, base_masks, reward
         if isinstance(evaluate_layer, Evaluator):
             evaluator = evaluate_layer
@@ -253,6 +259,9 @@ class PruningEnv:
         self.sizes = jnp.asarray([l.params for l in self.layers], jnp.float32)
         self.features = jnp.asarray(layer_features(graph, self.layers))
         self._candidates = _CANDIDATES[action_mode]
+        # Kept by every action: each layer's largest (1 - max_layer_sparsity) share.
+        self._floors = (None if max_layer_sparsity == 1.0 else
+                        tuple(magnitude_mask(k, max_layer_sparsity) for k in self.kernels))
         # What the candidate function gets: the grid, or for "global" the cuts it names.
         self._grid = (self.actions * global_cut(self.kernels, reward.target_sparsity)
                       if action_mode == "global" else self.actions)
@@ -301,6 +310,8 @@ class PruningEnv:
             raise EnvError("the episode is over: reset the environment")
         i = self.layer_index(state.step)
         cands = self._candidates(self.kernels[i], state.layer_masks[i], self._grid)
+        if self._floors is not None:
+            cands = cands | self._floors[i][None]
         scores = self.evaluate_layer(self.masks_tree(state.layer_masks), self.layers[i].name, cands,
                                      episode)
         accuracy = jnp.asarray(scores.accuracy, jnp.float32)

@@ -204,7 +204,8 @@ def make_env(ctx: PruneContext) -> PruningEnv:
                                              ctx.reward_set, ctx.evaluator, ctx.graph)
     evaluate_layer = ctx.evaluator if scorer is None else scorer.evaluate_layer
     return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, evaluate_layer,
-                      reward, action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
+                      reward, action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes,
+                      max_layer_sparsity=p.get("max_layer_sparsity", 1.0))
 
 
 def run_purl(ctx: PruneContext) -> dict:
@@ -215,7 +216,8 @@ def run_purl(ctx: PruneContext) -> dict:
     env = make_env(ctx)
     agent = DQN(env.obs_dim, env.num_actions, dqn_config(p.dqn))
     project = lambda masks: masks if p.project == "none" else baselines.PROJECTIONS[p.project](
-        ctx.variables["params"], ctx.base_masks, ctx.graph, masks, p.target_sparsity)
+        ctx.variables["params"], ctx.base_masks, ctx.graph, masks, p.target_sparsity,
+        max_layer_sparsity=p.get("max_layer_sparsity", 1.0))
     scored = None
     if p.select == "projected":
         scored = lambda masks: ctx.evaluator.evaluate(project(masks)).accuracy
@@ -265,6 +267,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if p.select == "projected" and p.project == "none":
             raise PruneError('prune.select = "projected" ranks episodes after prune.project; '
                              'set prune.project to one of ' + str(tuple(baselines.PROJECTIONS)))
+        cap = p.get("max_layer_sparsity", 1.0)
+        if not p.target_sparsity <= cap <= 1.0:
+            raise PruneError(f"prune.max_layer_sparsity must lie in [target_sparsity, 1] = "
+                             f"[{p.target_sparsity}, 1], got {cap}")
     unknown = [n for n in p.get("front_baselines", ()) if n not in baselines.FRONT_BASELINES]
     if unknown:
         raise PruneError(f"prune.front_baselines: unknown {unknown}; known: {sorted(baselines.FRONT_BASELINES)}")
@@ -488,6 +494,7 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         # ranking over all layers; or "none")
         select="reward",  # the best episode by hinge reward; "projected" (ours): by the
         # reward-set accuracy of its masks after ``project``
+        max_layer_sparsity=1.0,  # ours: < 1 caps every action and the projection per layer
         episodes=episodes,
         reward_set_size=1000,  # reconstructed; drawn from validation
         bn_calibration=0,  # ours: training images to re-estimate BatchNorm statistics per candidate

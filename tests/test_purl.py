@@ -21,8 +21,8 @@ from purl_jax.env import (EnvError, PruningEnv, RewardSpec, Scores, hinge_reward
                           sparsity_candidates, step_reward, threshold_candidates)
 from purl_jax.evaluator import Evaluator
 from purl_jax.graph import analyze
-from purl_jax.masks import (MaskPolicy, get_path, init_masks, magnitude_mask, masked_layers, summary,
-                            threshold_mask)
+from purl_jax.masks import (MaskError, MaskPolicy, get_path, init_masks, magnitude_mask,
+                            magnitude_masks, masked_layers, summary, threshold_mask)
 from purl_jax.models import get_model
 from purl_jax.search import PruneError, prune, purl_defaults, purl_search, validate
 
@@ -135,6 +135,38 @@ def test_global_action_alpha_one_is_global_magnitude_pruning():
     expected = baselines.global_magnitude(variables["params"], env.base_masks, graph, 0.5)
     for layer, mask in zip(env.layers, state.layer_masks):
         np.testing.assert_array_equal(mask, get_path(expected, layer.path))
+
+
+def test_max_layer_sparsity_keeps_every_layers_largest_weights():
+    capped = tiny_env(action_mode="sparsity", actions=(0.0, 0.5, 1.0), max_layer_sparsity=0.7)
+    free = tiny_env(action_mode="sparsity", actions=(0.0, 0.5, 1.0))
+    state = capped.reset()
+    for i, kernel in enumerate(capped.kernels):
+        out, plain = capped.score_actions(state), free.score_actions(state)
+        floor = magnitude_mask(kernel, 0.7)
+        np.testing.assert_array_equal(out.layer_masks, plain.layer_masks | floor[None])
+        np.testing.assert_array_equal(out.layer_masks[2], floor)  # "prune all" keeps the floor
+        state = capped.step(state, out, 2)
+    np.testing.assert_allclose([1 - float(m.mean()) for m in state.layer_masks], 0.7, atol=2e-3)
+    with pytest.raises(EnvError, match="max_layer_sparsity"):
+        tiny_env(max_layer_sparsity=0.0)
+
+
+@pytest.mark.parametrize("project", ["scale", "global"])
+def test_projections_respect_max_layer_sparsity(project):
+    _, variables, graph, _ = built("lenet5")
+    params = variables["params"]
+    base = init_masks(params, graph, ALL_LAYERS)
+    layers = masked_layers(base, graph)
+    ratios = {l.name: 1.0 if i == len(layers) - 1 else 0.9 for i, l in enumerate(layers)}
+    found = magnitude_masks(params, base, graph, ratios)  # the last layer emptied
+    masks = baselines.PROJECTIONS[project](params, base, graph, found, 0.9, max_layer_sparsity=0.93)
+    s = summary(params, masks, graph)
+    np.testing.assert_allclose(s["sparsity"], 0.9, atol=2e-3)
+    for name, v in s["layers"].items():
+        assert 1 - v["kept"] / v["params"] <= 0.93 + 1 / v["params"], name
+    with pytest.raises(MaskError, match="max_layer_sparsity"):
+        baselines.PROJECTIONS[project](params, base, graph, found, 0.9, max_layer_sparsity=0.8)
 
 
 def test_multi_pass_episodes_visit_layers_again():
@@ -364,6 +396,7 @@ def test_projected_selection_returns_the_best_episode_after_projection(tmp_path)
     ("project", "scaled", "prune.project"),
     ("select", "best", "prune.select"),
     ("project", "none", "prune.select"),  # every "project" row runs with select="projected"
+    ("max_layer_sparsity", 0.7, "max_layer_sparsity"),  # below the 0.8 target
 ])
 def test_bad_input_fails_before_any_work(tmp_path, field, value, match):
     config = tiny_config(**{field: value, **({"select": "projected"} if field == "project" else {})})

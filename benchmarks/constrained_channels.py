@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purl_jax import constrained as c, train
-from purl_jax.budgets import get_cost
+from purl_jax.budgets import get_cost, within_budget
 from purl_jax.masks import MaskPolicy, channel_masks_to_masks, l1_channel_masks, prunable_groups
 from purl_jax.search import prune_context
 
@@ -53,7 +53,7 @@ def uniform_l1(params, graph, policy: MaskPolicy, cost_fn, budget: float, step: 
     ones = {g.name: jnp.ones(g.size, bool) for g in prunable_groups(graph, policy)}
     for ratio in np.arange(0.0, 1.0, step):
         masks = channel_masks_to_masks(params, graph, l1_channel_masks(params, graph, ones, float(ratio)))
-        if cost_fn(masks) <= budget:
+        if within_budget(cost_fn(masks), budget):
             return float(ratio), masks
     raise RuntimeError(f"no uniform ratio meets budget {budget}")
 
@@ -124,7 +124,7 @@ def main() -> None:
             test = train.evaluate_dataset(model, tuned, splits.test, masks=masks)["accuracy"]
             rows.append(dict(method=method, action=args.action if method == "constrained" else None,
                              cost_name=args.cost, budget=args.budget, seed=seed,
-                             cost=cost, meets_budget=cost <= args.budget,
+                             cost=cost, meets_budget=bool(within_budget(cost, args.budget)),
                              flops=float(flops(masks)), kept_params=float(kept_params(masks)),
                              reward_accuracy_before_finetune=before, test_accuracy=float(test),
                              finetune_epochs=args.finetune_epochs,

@@ -16,6 +16,7 @@ from purl_jax.budgets import (
     latency_cost,
     params_cost,
     time_call,
+    within_budget,
 )
 from purl_jax.data import DataError, Splits, load_dataset, reward_subset
 from purl_jax.evaluator import Evaluator, Scores

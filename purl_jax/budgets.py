@@ -111,6 +111,13 @@ def latency_cost(
     return cost
 
 
+def within_budget(cost: Any, budget: float) -> Any:
+    """``cost <= budget`` in float32, the precision the built-in costs are computed in: masks
+    exactly at a budget (kept weights / all weights = 0.1) read 1e-9 over it in float64.
+    Elementwise for an array of costs."""
+    return np.asarray(cost, np.float32) <= np.float32(budget)
+
+
 def checked(cost: Callable[[Masks], Any], name: str = "cost") -> CostFn:
     """Wraps a user cost so a NaN, an infinity or a non-scalar names the culprit."""
 

@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import trange
 
 from purl_jax import baselines, files
-from purl_jax.budgets import BudgetError, CostFn, call_seconds, time_call
+from purl_jax.budgets import BudgetError, CostFn, call_seconds, time_call, within_budget
 from purl_jax.env import layer_features
 from purl_jax.graph import Graph
 from purl_jax.masks import (
@@ -55,8 +55,10 @@ from purl_jax.reward_finetune import defaults as reward_finetune_defaults
 ACTIONS = ("layer", "channel", "channel_l1")
 FEASIBILITY = ("clamp", "project")
 STARTS = ("uniform", "global")
+SELECT = ("reward", "finetuned")  # how ``prune.select`` picks the returned candidate
 CLAMP_MARGIN = 1e-3  # relative to the budget
 ScoreFn = Callable[[Masks, int], np.ndarray]  # (stacked masks [K, ...], iteration) -> accuracy[K]
+SelectFn = Callable[[Masks], np.ndarray]  # stacked masks [K, ...] -> score[K], higher is better
 
 
 # -- the problem: what one step prunes ---------------------------------------------------
@@ -211,7 +213,7 @@ def _bisect(make: Callable[[float], Any], cost: Callable[[Any], float], budget: 
         mid = 0.5 * (over + within)
         point = make(mid)
         measured = cost(point)
-        if measured <= budget:
+        if within_budget(measured, budget):
             within, best, best_cost = mid, point, measured
         else:
             over = mid
@@ -252,7 +254,7 @@ def at_budget(make: Callable[[float], Masks], cost_fn: CostFn, budget: float,
                 raise
             hi = 1.0 - 10.0 * (1.0 - hi)
     floor = cost_fn(best)
-    if not floor <= budget:
+    if not within_budget(floor, budget):
         raise BudgetError(f"the baseline cannot reach budget {budget}: it costs {floor:.4g} "
                           f"at sparsity {hi}")
     sparsity, masks, _ = _bisect(make, cost_fn, budget, 0.0, hi, steps)
@@ -263,7 +265,7 @@ def check_budget(model: CostModel, budget: float, cost_name: str = "cost") -> No
     """A clear error before any search when no mask can meet ``budget``."""
     if not math.isfinite(budget):
         raise BudgetError(f"budget must be finite, got {budget}")
-    if model.floor > budget:
+    if not within_budget(model.floor, budget):
         raise BudgetError(
             f"budget {budget:g} on {cost_name} is unreachable: pruning everything the mask policy "
             f"allows still costs {model.floor:.4g} (dense: {model.dense:.4g}). Raise the budget, or "
@@ -377,7 +379,7 @@ def project(problem: Problem, cost_fn: CostFn, model: CostModel, budget: float,
     build = _jitted_build(problem)
     measure = lambda f, sc: cost_fn(build(jnp.asarray(f, jnp.float32), jnp.asarray(sc)))
     cost = measure(fractions, scores)
-    if cost <= budget:
+    if within_budget(cost, budget):
         return _fill(measure, budget, fractions, scores, cost, iterations) if fill else (fractions, scores, cost)
     top = np.asarray(problem.max_fractions)
     _, f, c = _bisect(lambda t: fractions + t * (top - fractions), lambda f: measure(f, scores),
@@ -385,7 +387,7 @@ def project(problem: Problem, cost_fn: CostFn, model: CostModel, budget: float,
     if f is not None:
         return f, scores, c
     c = measure(top, scores)
-    if c <= budget:
+    if within_budget(c, budget):
         return top, scores, c
     floor_scores = np.zeros_like(scores)
     return model.floor_fractions, floor_scores, measure(model.floor_fractions, floor_scores)
@@ -416,6 +418,7 @@ class SearchConfig:
     # budget; "global": its mean is fitted to global magnitude's allocation (``global_start``)
     start: str = "uniform"
     fill: bool = False  # give the slack under the budget back to the returned masks (``project``)
+    candidates: int = 1  # the best candidates by reward kept for ``search``'s ``select_fn``
     ppo: PPOConfig = PPOConfig()
 
     def __post_init__(self) -> None:
@@ -425,8 +428,8 @@ class SearchConfig:
             raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
         if self.start == "global" and self.ppo.init_action:
             raise ValueError('start="global" sets the initial policy itself; leave ppo.init_action at 0')
-        if self.iterations < 1 or self.num_envs < 1:
-            raise ValueError("iterations and num_envs must be >= 1")
+        if self.iterations < 1 or self.num_envs < 1 or self.candidates < 1:
+            raise ValueError("iterations, num_envs and candidates must be >= 1")
 
     def clip(self, iteration: int) -> float:
         return min(self.clip_start + self.clip_step * iteration / self.clip_every, 1.0)
@@ -440,16 +443,25 @@ class SearchResult:
     reward_accuracy: float  # of the returned (projected) masks
     fractions: dict[str, float]
     history: list[dict]
-    searched_cost: float  # of the best episode, before ``project``
+    searched_cost: float  # of the chosen episode, before ``project``
+    # with ``select_fn``: each kept candidate's reward and selection score, the chosen first
+    selection: list[dict] | None = None
 
     def to_json(self) -> dict:
-        return dict(cost=self.cost, budget=self.budget, feasible=self.cost <= self.budget,
-                    reward_accuracy=self.reward_accuracy, fractions=self.fractions,
-                    searched_cost=self.searched_cost)
+        out = dict(cost=self.cost, budget=self.budget, feasible=bool(within_budget(self.cost, self.budget)),
+                   reward_accuracy=self.reward_accuracy, fractions=self.fractions,
+                   searched_cost=self.searched_cost)
+        return out if self.selection is None else dict(out, selection=self.selection)
 
 
 def _take(tree, k: int):
     return jax.tree.map(lambda x: x[k], tree)
+
+
+def _keep(top: list[dict], candidates: list[dict], k: int) -> list[dict]:
+    """The ``k`` best of ``top`` and ``candidates``: feasible before infeasible, then by
+    reward; on a tie the one kept earlier stays ahead."""
+    return sorted([*top, *candidates], key=lambda c: (c["feasible"], c["accuracy"]), reverse=True)[:k]
 
 
 def plot_training(history: Sequence[dict], path: str | os.PathLike) -> None:
@@ -476,13 +488,15 @@ def plot_training(history: Sequence[dict], path: str | os.PathLike) -> None:
 
 def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConfig,
            workdir: str | os.PathLike | None = None, *, progress: bool = True,
-           cost_model: CostModel | None = None) -> SearchResult:
+           cost_model: CostModel | None = None, select_fn: SelectFn | None = None) -> SearchResult:
     """PPO-Lagrangian search under ``cost_fn(masks) <= cfg.budget``; resumable in ``workdir``.
 
     ``score_fn(stacked_masks, iteration) -> accuracy[K]`` scores all end-of-episode
     candidates of an iteration in one call (``score_function``: ``Evaluator.evaluate_stacked``,
     or after a short fine-tuning that grows with the iteration). The returned masks are the
-    best-scoring feasible candidate seen, projected onto the budget (see ``project``).
+    best-scoring feasible candidate seen, projected onto the budget (see ``project``); with
+    ``select_fn`` (``select_function``) and ``cfg.candidates`` > 1, the one of the
+    ``cfg.candidates`` best whose projected masks ``select_fn`` scores highest.
     ``cost_model``: this problem's ``probe_costs``, when the caller has measured it already.
     """
     model = cost_model if cost_model is not None else probe_costs(problem, cost_fn)
@@ -500,7 +514,8 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     agent, run = _compiled_agent(ppo, problem.features.shape[1] + 1, problem.action_dim)
     key_init, root = jax.random.split(jax.random.key(cfg.seed))
     state: AgentState = agent.init(key_init)
-    start, history, best = 0, [], None
+    start, history, top = 0, [], []
+    choice = None  # select_fn's scores of the final ``top``, kept so a resumed search skips them
     workdir = None if workdir is None else files.path(workdir)
     ckpt = None
     if workdir is not None:
@@ -513,7 +528,9 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
                 raise ValueError(f"{ckpt} belongs to another search (budget {saved['budget']}, "
                                  f"start {saved.get('start', 'uniform')!r}); use another workdir")
             state = jax.tree.map(jnp.asarray, saved["state"])
-            start, history, best = saved["iteration"], saved["history"], saved["best"]
+            start, history = saved["iteration"], saved["history"]
+            top = saved["top"] if "top" in saved else [saved["best"]]  # a checkpoint from before ``top``
+            choice = saved.get("choice")
 
     # The clamp aims CLAMP_MARGIN under the budget: fractions become whole weights and
     # float32 sums, and an episode landing 1e-5 over the budget would not count as feasible.
@@ -532,18 +549,18 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
         zeros = np.zeros((problem.num_steps, problem.action_dim), np.float32)
         stacked = build(jnp.asarray(start_fractions)[None], jnp.asarray(zeros)[None])
         cost = float(cost_fn(_take(stacked, 0)))
-        best = dict(accuracy=float(np.asarray(score_fn(stacked, 0))[0]), cost=cost,
-                    feasible=cost <= cfg.budget, fractions=start_fractions, scores=zeros)
+        top = [dict(accuracy=float(np.asarray(score_fn(stacked, 0))[0]), cost=cost,
+                    feasible=bool(within_budget(cost, cfg.budget)), fractions=start_fractions, scores=zeros)]
 
     def checkpoint(iteration):
         if ckpt is not None:
             files.write_bytes_atomic(ckpt, pickle.dumps(jax.device_get(dict(
-                state=state, iteration=iteration, history=history, best=best,
+                state=state, iteration=iteration, history=history, top=top, choice=choice,
                 budget=cfg.budget, names=problem.names, start=cfg.start))))
             plot_training(history, workdir / "training.png")
 
     for it in trange(start, cfg.iterations, disable=not progress, desc=f"constrained b={cfg.budget:g}"):
-        tic = time.time()
+        tic, choice = time.time(), None
         key_roll, key_update = jax.random.split(jax.random.fold_in(root, it))
         upper = max(cfg.clip(it), clip_floor)
         p = base._replace(upper=jnp.float32(upper))
@@ -553,21 +570,17 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
         accs = np.asarray(score_fn(stacked, it), np.float32)
         traj = traj._replace(reward=traj.reward.at[-1].set(accs), cost=traj.cost.at[-1].set(costs))
         state, m = agent.update(state, traj, last_obs, budget, key_update)
-        feasible = costs <= cfg.budget
-        if feasible.any():
-            k = int(np.argmax(np.where(feasible, accs, -np.inf)))
-            if best is None or not best["feasible"] or accs[k] > best["accuracy"]:
-                best = dict(accuracy=float(accs[k]), cost=float(costs[k]), feasible=True,
-                            fractions=np.asarray(final.fractions[k]), scores=np.asarray(final.scores[k]))
-        elif best is None or (not best["feasible"] and accs.max() > best["accuracy"]):
-            k = int(np.argmax(accs))
-            best = dict(accuracy=float(accs[k]), cost=float(costs[k]), feasible=False,
-                        fractions=np.asarray(final.fractions[k]), scores=np.asarray(final.scores[k]))
+        feasible = within_budget(costs, cfg.budget)
+        # every feasible episode competes for ``top``; while none is, the best infeasible one
+        ks = np.flatnonzero(feasible) if feasible.any() else [int(np.argmax(accs))]
+        top = _keep(top, [dict(accuracy=float(accs[k]), cost=float(costs[k]), feasible=bool(feasible[k]),
+                               fractions=np.asarray(final.fractions[k]), scores=np.asarray(final.scores[k]))
+                          for k in ks], cfg.candidates)
         record = dict(iteration=it + 1, reward_mean=float(accs.mean()), reward_max=float(accs.max()),
                       cost_mean=float(costs.mean()), cost_min=float(costs.min()),
                       feasible_fraction=float(feasible.mean()), budget=cfg.budget,
                       reward=float(accs.mean()), cost=float(costs.mean()),  # report curves
-                      nu=float(m["nu"]), best_accuracy=best["accuracy"], clip=upper,
+                      nu=float(m["nu"]), best_accuracy=top[0]["accuracy"], clip=upper,
                       **{k: float(m[k]) for k in ("pi_loss", "v_loss", "approx_kl", "entropy")},
                       seconds=round(time.time() - tic, 3))
         history.append(record)
@@ -577,12 +590,30 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
             checkpoint(it + 1)
     checkpoint(cfg.iterations)
 
-    fractions, scores, cost = project(problem, cost_fn, model, cfg.budget, best["fractions"],
-                                      best["scores"], fill=cfg.fill)
+    pool = [t for t in top if t["feasible"] == top[0]["feasible"]]
+    if select_fn is None:
+        pool = pool[:1]
+    projected = [project(problem, cost_fn, model, cfg.budget, t["fractions"], t["scores"], fill=cfg.fill)
+                 for t in pool]
+    selection = None
+    chosen = 0
+    if len(pool) > 1:
+        if choice is None:
+            stacked = build(jnp.asarray(np.stack([f for f, _, _ in projected]), jnp.float32),
+                            jnp.asarray(np.stack([s for _, s, _ in projected])))
+            choice = np.asarray(select_fn(stacked), np.float32)
+            checkpoint(cfg.iterations)
+        selected = choice
+        chosen = int(np.argmax(selected))
+        order = [chosen, *(i for i in range(len(pool)) if i != chosen)]
+        selection = [dict(reward_accuracy=pool[i]["accuracy"], selection_score=float(selected[i]),
+                          cost=float(projected[i][2])) for i in order]
+    fractions, scores, cost = projected[chosen]
     masks = _jitted_build(problem)(jnp.asarray(fractions, jnp.float32), jnp.asarray(scores))
     accuracy = float(np.asarray(score_fn(jax.tree.map(lambda x: x[None], masks), cfg.iterations))[0])
     result = SearchResult(masks, float(cost), cfg.budget, accuracy,
-                          dict(zip(problem.names, map(float, fractions))), history, best["cost"])
+                          dict(zip(problem.names, map(float, fractions))), history,
+                          pool[chosen]["cost"], selection)
     if workdir is not None:
         files.write_text(workdir / "search.json", json.dumps(result.to_json(), indent=2) + "\n")
     return result
@@ -710,6 +741,11 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         feasibility="clamp",
         start="uniform",  # or "global": the policy starts at global magnitude's allocation
         fill=False,  # True: the returned masks use the slack under the budget (``project``)
+        select="reward",  # the best candidate by reward; "finetuned" (ours): of the
+        # ``select_candidates`` best, the one most accurate on the validation split after
+        # ``select_steps`` masked SGD steps each (``select_function``)
+        select_candidates=8,
+        select_steps=100,
         max_fraction=1.0,
         iterations=iterations,
         num_envs=num_envs,
@@ -736,13 +772,51 @@ def score_function(config: Any, model: Any, variables: dict, splits: Any, reward
     return scorer
 
 
+def select_function(config: Any, model: Any, variables: dict, splits: Any,
+                    evaluator: Any) -> SelectFn | None:
+    """``prune.select = "finetuned"``: each kept candidate trained ``prune.select_steps``
+    masked SGD steps (``prune.reward_finetune``'s batch size and learning rate), then scored
+    on the whole validation split. None for ``"reward"``. On ResNet-20 the masks the reward
+    ranks highest before fine-tuning lose after it (BENCHMARKS.md, Constrained (e)); a
+    hundred steps rank masks closer to how the full fine-tuning does."""
+    import ml_collections
+
+    from purl_jax import reward_finetune
+
+    p = config.prune
+    if p.select == "reward":
+        return None
+    cfg = ml_collections.ConfigDict(dict(p.reward_finetune.to_dict(), steps=p.select_steps,
+                                         growth=0.0, max_steps=0))
+    scorer = reward_finetune.scorer(config, cfg, model, variables, splits, splits.validation,
+                                    evaluator.calibration_images)
+
+    def select(stacked: Masks) -> np.ndarray:  # one candidate at a time, for the progress bar
+        k = len(jax.tree.leaves(stacked)[0])
+        return np.concatenate([scorer(jax.tree.map(lambda m: m[i:i + 1], stacked), 0) for i in
+                               trange(k, disable=not p.progress, desc=f"select ({p.select_steps} steps each)")])
+
+    return select
+
+
+def check_config(p: Any, seed: int = 0) -> None:
+    """``ValueError`` for a ``config.prune`` no constrained search can run."""
+    if p.select not in SELECT:
+        raise ValueError(f"prune.select must be one of {SELECT}, got {p.select!r}")
+    if p.select == "finetuned" and (p.select_candidates < 2 or p.select_steps < 1):
+        raise ValueError('prune.select = "finetuned" needs select_candidates >= 2 and '
+                         f"select_steps >= 1, got {p.select_candidates} and {p.select_steps}")
+    search_config(p, p.budget, seed)
+
+
 def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
     ppo = dict(p.ppo)
     ppo["hidden"] = tuple(ppo["hidden"])
     return SearchConfig(budget=float(budget), iterations=p.iterations, num_envs=p.num_envs,
                         feasibility=p.feasibility, clip_start=p.clip_start, clip_step=p.clip_step,
                         clip_every=p.clip_every, checkpoint_every=p.checkpoint_every, seed=seed,
-                        start=p.start, fill=p.fill, ppo=PPOConfig(**ppo))
+                        start=p.start, fill=p.fill, ppo=PPOConfig(**ppo),
+                        candidates=p.select_candidates if p.select == "finetuned" else 1)
 
 
 def _trainer(ctx):
@@ -781,6 +855,7 @@ def run_constrained(ctx) -> dict:
         cost_fn = get_cost(p.cost, model=ctx.model, variables=ctx.variables, graph=ctx.graph,
                            input_shape=ctx.splits.input_shape)
     score_fn = score_function(config, ctx.model, ctx.variables, ctx.splits, ctx.reward_set, ctx.evaluator)
+    select_fn = select_function(config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
     main = float(p.budget)
     budgets = list(dict.fromkeys([main, *(float(b) for b in p.budgets)]))
     model = probe_costs(problem, cost_fn)
@@ -791,7 +866,7 @@ def run_constrained(ctx) -> dict:
     def run(b):
         return search(problem, cost_fn, score_fn, search_config(p, b, config.seed),
                       root if b == main else root / f"budget_{b:g}", progress=p.progress,
-                      cost_model=model)
+                      cost_model=model, select_fn=select_fn)
 
     res = run(main)
     out = dict(masks=res.masks, budget=main, cost=res.cost, cost_name=p.cost,

@@ -32,6 +32,8 @@ from purl_jax.evaluator import Scores, recalibrated
 from purl_jax.graph import Graph
 from purl_jax.masks import Masks, set_path
 
+EVAL_CHUNK = 1000  # images per evaluation call
+
 
 def defaults() -> ml_collections.ConfigDict:
     """``prune.reward_finetune``: off unless ``steps`` or ``growth`` is set."""
@@ -82,12 +84,13 @@ class FinetunedScorer:
                                              warmup_epochs=0, learning_rate=cfg.learning_rate))
         tx = train_lib.make_optimizer(sgd, steps_per_epoch=1)
         self._variables = variables
-        self._reward = (jnp.asarray(reward.images), jnp.asarray(reward.labels))
+        self._reward = reward
         self._calibration = None if calibration_images is None else jnp.asarray(calibration_images)
         self._init = jax.jit(functools.partial(train_lib.init_state, tx))
         self._step = jax.jit(lambda state, masks, images, labels: train_lib.masked_train_step(
             model, tx, recipe.label_smoothing, state, masks, images, labels)[0])
-        self._score = jax.jit(functools.partial(_score, model))
+        self._tuned = jax.jit(functools.partial(_tuned, model))
+        self._batch = jax.jit(functools.partial(_batch_score, model))
 
     def __call__(self, stacked: Masks, iteration: int) -> np.ndarray:
         k = len(jax.tree.leaves(stacked)[0])
@@ -112,29 +115,53 @@ class FinetunedScorer:
             state = self._init(self._variables, masks, key)
             for i in range(steps):
                 state = self._step(state, masks, images[i], labels[i])
-            scores.append(self._score(state, self._reward, self._calibration))
-        accuracy, loss = (np.asarray(jnp.stack(x)) for x in zip(*scores))
+            scores.append(self._evaluate(self._tuned(state, self._calibration)))
+        accuracy, loss = (np.asarray(x, np.float32) for x in zip(*scores))
         return Scores(accuracy, loss)
+
+    def _evaluate(self, variables: dict) -> tuple[float, float]:
+        """Accuracy and mean loss on the reward set, ``EVAL_CHUNK`` images per call, so a
+        large set (the whole validation split, for ``select_function``) fits in memory."""
+        images, labels = self._reward.images, self._reward.labels
+        correct = loss = 0.0
+        for i in range(0, len(labels), EVAL_CHUNK):
+            c, l = self._batch(variables, jnp.asarray(images[i:i + EVAL_CHUNK]),
+                               jnp.asarray(labels[i:i + EVAL_CHUNK]))
+            correct, loss = correct + float(c), loss + float(l)
+        return correct / len(labels), loss / len(labels)
 
 
 def from_config(config: ml_collections.ConfigDict, model: Any, variables: dict, splits: Any,
                 reward_set: Dataset, evaluator: Any, graph: Graph | None = None) -> FinetunedScorer | None:
     """The scorer of ``config.prune.reward_finetune``, or None when it is off."""
-    from purl_jax.data import StreamedDataset
-
     cfg = config.prune.reward_finetune
     if not enabled(cfg):
         return None
+    return scorer(config, cfg, model, variables, splits, reward_set, evaluator.calibration_images, graph)
+
+
+def scorer(config: ml_collections.ConfigDict, cfg: Any, model: Any, variables: dict, splits: Any,
+           reward: Dataset, calibration_images=None, graph: Graph | None = None) -> FinetunedScorer:
+    """A ``FinetunedScorer`` with ``cfg``'s steps, training on ``splits.train`` with the
+    config's fine-tuning recipe and seed, scoring on ``reward``."""
+    from purl_jax.data import StreamedDataset
+
     if isinstance(splits.train, StreamedDataset):
-        raise ValueError("prune.reward_finetune needs a training split held in memory")
-    return FinetunedScorer(model, variables, splits.train, reward_set, cfg, config.finetune,
-                           seed=config.seed, calibration_images=evaluator.calibration_images, graph=graph)
+        raise ValueError("fine-tuned scores (prune.reward_finetune, prune.select) need a "
+                         "training split held in memory")
+    return FinetunedScorer(model, variables, splits.train, reward, cfg, config.finetune,
+                           seed=config.seed, calibration_images=calibration_images, graph=graph)
 
 
-def _score(model, state, reward, calibration):
+def _tuned(model, state, calibration):
     tuned = {"params": state["params"], **state["model_state"]}
     if calibration is not None:  # a few steps move BatchNorm's running averages only a little
         tuned = recalibrated(model, tuned, calibration)
-    logits = model.apply(tuned, reward[0], train=False)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, reward[1]).mean()
-    return jnp.mean(jnp.argmax(logits, -1) == reward[1]), loss
+    return tuned
+
+
+def _batch_score(model, variables, images, labels):
+    """The number of correct predictions and the summed loss of one batch."""
+    logits = model.apply(variables, images, train=False)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+    return jnp.sum(jnp.argmax(logits, -1) == labels), loss

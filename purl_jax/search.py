@@ -271,6 +271,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not p.target_sparsity <= cap <= 1.0:
             raise PruneError(f"prune.max_layer_sparsity must lie in [target_sparsity, 1] = "
                              f"[{p.target_sparsity}, 1], got {cap}")
+    elif p.algorithm == "constrained":
+        from purl_jax import constrained
+
+        try:
+            constrained.check_config(p, config.seed)
+        except ValueError as e:
+            raise PruneError(str(e)) from None
     unknown = [n for n in p.get("front_baselines", ()) if n not in baselines.FRONT_BASELINES]
     if unknown:
         raise PruneError(f"prune.front_baselines: unknown {unknown}; known: {sorted(baselines.FRONT_BASELINES)}")

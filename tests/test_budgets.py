@@ -79,3 +79,12 @@ def test_config_names_a_cost_factory_by_import_path(tmp_path, monkeypatch):
         B.get_cost("no_such_module_xyz:f")
     with pytest.raises(B.BudgetError, match="not_a_factory"):
         B.get_cost("my_costs:not_a_factory")
+
+
+def test_within_budget_compares_in_the_float32_the_costs_are_computed_in():
+    from purl_jax import within_budget
+
+    at = float(np.float32(100) / np.float32(1000))  # kept / all, exactly 10% in float32
+    assert not at <= 0.1 and within_budget(at, 0.1)  # float64 reads it 1.5e-9 over
+    assert not within_budget(np.nextafter(np.float32(0.1), np.float32(1)), 0.1)
+    np.testing.assert_array_equal(within_budget(np.array([0.05, at, 0.2]), 0.1), [True, True, False])

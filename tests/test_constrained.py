@@ -14,7 +14,7 @@ import pytest
 from conftest import built
 
 from purl_jax import constrained as c
-from purl_jax.budgets import BudgetError, get_cost
+from purl_jax.budgets import BudgetError, get_cost, within_budget
 from purl_jax.masks import MaskPolicy, get_path, init_masks, set_path, summary
 from purl_jax.ppo_lagrangian import PPOConfig
 
@@ -110,7 +110,7 @@ def test_projection_meets_the_budget_from_any_start(cost_name):
     for budget in (model.floor + 1e-4, 0.1 if cost_name == "params" else 0.3, 0.6):
         for start in ([0.0, 0.0], [1.0, 0.0], [0.3, 0.9]):  # all-zero: the adversarial policy
             f, _, cost = c.project(problem, cost_fn, model, budget, np.array(start, np.float32), scores)
-            assert cost <= budget
+            assert within_budget(cost, budget)
             assert cost_fn(problem.build(jnp.asarray(f), jnp.asarray(scores))) == pytest.approx(cost)
 
 
@@ -167,7 +167,7 @@ def test_global_start_fits_the_policy_to_global_magnitude():
     problem = c.make_problem(params, graph, base)
     cost_fn = _params(variables)
     start = c.global_start(problem, cost_fn, 0.1)
-    assert cost_fn(problem.build(jnp.asarray(start), jnp.zeros((problem.num_steps, 1)))) <= 0.1
+    assert within_budget(cost_fn(problem.build(jnp.asarray(start), jnp.zeros((problem.num_steps, 1)))), 0.1)
     # the per-layer fractions of one magnitude threshold over all masked layers
     sizes = [m.size for m in problem.magnitudes]
     masks = global_magnitude_masks(params, base, graph, float(np.average(start, weights=sizes)))
@@ -281,6 +281,65 @@ def test_tiny_search_end_to_end_and_resume(tmp_path):
     with pytest.raises(ValueError, match="another search"):
         c.search(problem, cost_fn, score, c.SearchConfig(budget=0.2, iterations=3), tmp_path,
                  progress=False)
+
+
+def test_keep_ranks_feasible_first_then_by_reward_and_keeps_the_earlier_on_a_tie():
+    cand = lambda name, acc, feasible=True: dict(name=name, accuracy=acc, feasible=feasible)
+    top = c._keep([], [cand("a", 0.5, False), cand("b", 0.4), cand("c", 0.6)], 2)
+    assert [t["name"] for t in top] == ["c", "b"]
+    top = c._keep(top, [cand("d", 0.6), cand("e", 0.9, False), cand("f", 0.45)], 3)
+    assert [t["name"] for t in top] == ["c", "d", "f"]
+
+
+def test_select_fn_picks_among_the_best_candidates_and_every_one_meets_the_budget(tmp_path):
+    """``candidates`` keeps the best episodes by reward; ``select_fn`` (here: fewest kept
+    conv2 weights, which the kept-share reward does not prefer) chooses among them."""
+    _, variables, graph, _, base = _lenet()
+    problem = c.make_problem(variables["params"], graph, base)
+    cost_fn = _params(variables)
+    path = graph.layer("conv2").path
+    conv2_pruned = lambda stacked: 1.0 - np.asarray(get_path(stacked, path)).reshape(
+        len(jax.tree.leaves(stacked)[0]), -1).mean(1)
+    cfg = c.SearchConfig(budget=0.3, iterations=2, num_envs=4, ppo=FAST_PPO)
+    plain = c.search(problem, cost_fn, _kept_score, cfg, progress=False)
+    assert plain.selection is None and "selection" not in plain.to_json()
+    calls = []
+    picked = c.search(problem, cost_fn, _kept_score, c.SearchConfig(**{**cfg.__dict__, "candidates": 5}),
+                      tmp_path, progress=False, select_fn=lambda m: calls.append(m) or conv2_pruned(m))
+    sel = picked.selection
+    assert len(calls) == 1 and len(sel) == 5
+    assert sel[0]["selection_score"] == max(s["selection_score"] for s in sel)
+    # the same episodes as the plain search: its best by reward is among those kept
+    assert [h["best_accuracy"] for h in picked.history] == [h["best_accuracy"] for h in plain.history]
+    assert max(s["reward_accuracy"] for s in sel) == plain.history[-1]["best_accuracy"]
+    assert all(s["cost"] <= cfg.budget for s in sel) and cost_fn(picked.masks) <= cfg.budget
+    assert 1.0 - float(np.asarray(get_path(picked.masks, path)).mean()) == pytest.approx(sel[0]["selection_score"])
+    assert json.loads((tmp_path / "search.json").read_text())["selection"] == sel
+    # resumed when finished: the kept scores are reused, not computed again
+    again = c.search(problem, cost_fn, _kept_score, c.SearchConfig(**{**cfg.__dict__, "candidates": 5}),
+                     tmp_path, progress=False, select_fn=lambda m: pytest.fail("scored again"))
+    assert again.selection == sel and again.fractions == picked.fractions
+    # one candidate: the select_fn is not called and the result is the plain search's
+    single = c.search(problem, cost_fn, _kept_score, cfg, progress=False, select_fn=lambda m: pytest.fail("called"))
+    assert single.fractions == plain.fractions
+
+
+def test_select_settings_are_checked_before_any_work(tmp_path):
+    import types
+
+    from purl_jax.search import PruneError, prune
+    from purl_jax.train import base_config
+
+    config = base_config()
+    trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
+    for change, match in ((dict(select="best"), "prune.select must be one of"),
+                          (dict(select="finetuned", select_candidates=1), "select_candidates >= 2"),
+                          (dict(select="finetuned", select_steps=0), "select_steps >= 1"),
+                          (dict(feasibility="hope"), "feasibility")):
+        config.prune = c.constrained_defaults(0.3)
+        config.prune.update(change)
+        with pytest.raises(PruneError, match=match):
+            prune(config, tmp_path, trainer=trainer)
 
 
 @pytest.mark.slow  # ~100 s on 2 busy CPU cores: ResNet-20 init, 11 channel steps, compiles
@@ -483,7 +542,7 @@ def test_a_baseline_placed_at_a_budget_is_the_least_sparsity_that_meets_it(name,
     cost_fn = get_cost(cost, variables=variables, graph=graph)
     make = partial(baselines.FRONT_BASELINES[name], params, base, graph, policy=policy)
     sparsity, masks = c.at_budget(make, cost_fn, 0.4)
-    assert cost_fn(masks) <= 0.4 < cost_fn(make(sparsity - 0.01))
+    assert within_budget(cost_fn(masks), 0.4) and not within_budget(cost_fn(make(sparsity - 0.01)), 0.4)
     with pytest.raises(BudgetError, match="cannot reach budget"):
         c.at_budget(make, cost_fn, 1e-4)
 

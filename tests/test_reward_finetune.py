@@ -77,6 +77,46 @@ def test_constrained_search_scores_with_reward_finetuning(tmp_path):
     assert out["constrained"]["feasible"] and out["cost"] <= config.prune.budget
 
 
+def test_scores_do_not_depend_on_the_evaluation_chunk(monkeypatch):
+    """A reward set evaluated in chunks (5 + 5 + 5 + 1 images) scores as in one call."""
+    model, variables, graph, shape = built("lenet5")
+    rng = np.random.default_rng(4)
+    data = Dataset(rng.normal(size=(16, *shape)).astype(np.float32), rng.integers(0, 10, 16).astype(np.int32))
+    stacked = jax.tree.map(lambda m: np.stack([m, rng.random(m.shape) < 0.5]), init_masks(variables["params"], graph))
+    scorer = rf.FinetunedScorer(model, variables, data, data, cfg(steps=2, batch_size=8), base_config().finetune)
+    whole = scorer._scores([jax.tree.map(lambda m: m[i], stacked) for i in range(2)], 0)
+    monkeypatch.setattr(rf, "EVAL_CHUNK", 5)
+    chunked = scorer._scores([jax.tree.map(lambda m: m[i], stacked) for i in range(2)], 0)
+    np.testing.assert_allclose(chunked.accuracy, whole.accuracy, atol=1e-6)
+    np.testing.assert_allclose(chunked.loss, whole.loss, rtol=1e-5)
+
+
+def test_constrained_search_selects_by_short_finetuning(tmp_path):
+    """``prune.select = "finetuned"``: ``run_constrained`` scores its kept candidates after
+    ``select_steps`` masked SGD steps on the validation split, and returns the best of them."""
+    from purl_jax import constrained as c
+    from purl_jax.train import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "lenet5_mnist_constrained.py")
+    config.prune.update(iterations=2, num_envs=2, progress=False, reward_set_size=16,
+                        select="finetuned", select_candidates=3, select_steps=2)
+    config.prune.reward_finetune.batch_size = 8
+    config.prune.ppo.update(epochs=1, num_minibatches=1)
+    ctx = mock_context(config, tmp_path)
+    select = c.select_function(config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
+    out = c.run_constrained(ctx)["constrained"]
+    assert out["feasible"] and len(out["selection"]) == 3
+    scores = [s["selection_score"] for s in out["selection"]]
+    assert scores[0] == max(scores)
+    # the chosen masks score the same again (deterministic steps, same batches)
+    problem = c.make_problem(ctx.variables["params"], ctx.graph, ctx.base_masks)
+    chosen = problem.build(np.asarray([out["fractions"][n] for n in problem.names], np.float32),
+                           np.zeros((problem.num_steps, 1), np.float32))
+    assert float(select(jax.tree.map(lambda m: m[None], chosen))[0]) == pytest.approx(scores[0])
+    config.prune.select = "reward"
+    assert c.select_function(config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator) is None
+
+
 def test_no_steps_with_calibration_scores_as_the_calibrated_evaluator():
     model, variables, graph, shape = built("resnet20")
     rng = np.random.default_rng(1)
@@ -98,7 +138,7 @@ def test_a_growing_step_count_does_not_recompile():
     scorer = rf.FinetunedScorer(model, variables, data, data, cfg(growth=1.0, batch_size=8), base_config().finetune)
     for iteration in (3, 4, 5):
         scorer(stacked, iteration)
-    assert [f._cache_size() for f in (scorer._init, scorer._step, scorer._score)] == [1, 1, 1]
+    assert [f._cache_size() for f in (scorer._init, scorer._step, scorer._tuned, scorer._batch)] == [1, 1, 1, 1]
 
 
 def test_purl_candidates_score_as_the_stacked_ones_and_as_the_evaluator_without_steps():

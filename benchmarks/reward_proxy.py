@@ -10,8 +10,12 @@ reward (the evaluator) and with the reward after ``--steps`` masked SGD steps
 (``prune.reward_finetune``), on the config's reward set, and with the plain reward on the
 validation images outside the reward sets of ``--holdout-seeds`` (the searches' seeds): a
 search picks its masks by their score on its reward set, so only images it never saw tell
-whether that score carries over. Compare with their test accuracy after full fine-tuning
-in the searches' ``results.json``.
+whether that score carries over. With ``--select-steps N``, also the score ``prune.select =
+"finetuned"`` gives (N masked SGD steps, then the whole validation split), on the same
+batches as ``constrained_params.py``'s selection when ``--config.seed`` is the same (both
+default to the config's), so it compares with the scores in each ``search.json``'s
+``selection``. Compare with their test accuracy after full fine-tuning in the searches'
+``results.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def main() -> None:
     ap.add_argument("--searches", nargs="+", required=True, help="constrained search directories")
     ap.add_argument("--holdout-seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="seeds whose reward sets are left out of the held-out validation images")
+    ap.add_argument("--select-steps", type=int, default=0,
+                    help="> 0: also score as prune.select='finetuned' with this many steps")
     args, overrides = ap.parse_known_args()  # and --config.a.b=value overrides, as `purl-jax prune` takes
 
     config = train.load_config(args.config, [f"--config.dense_checkpoint={args.dense}",
@@ -70,10 +76,16 @@ def main() -> None:
                      calibration_images=ctx.evaluator.calibration_images)
     fresh = np.asarray(held.evaluate_stacked(stacked).accuracy)
     cost = get_cost("params", variables=ctx.variables)
+    selected = [np.nan] * len(masks)
+    if args.select_steps:
+        config.prune.update(select="finetuned", select_steps=args.select_steps)
+        select = c.select_function(config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
+        selected = select(stacked)
     print(f"| masks | kept params | plain reward | reward after {args.steps} SGD steps | "
-          f"plain, {int((~seen).sum())} held-out images |\n|---|---:|---:|---:|---:|")
-    for name, m, a, b, h in zip(names, masks, plain, tuned, fresh):
-        print(f"| {name} | {float(cost(m)):.2%} | {a:.1%} | {b:.1%} | {h:.1%} |")
+          f"plain, {int((~seen).sum())} held-out images | validation after {args.select_steps} "
+          f"steps (prune.select) |\n|---|---:|---:|---:|---:|---:|")
+    for name, m, a, b, h, v in zip(names, masks, plain, tuned, fresh, selected):
+        print(f"| {name} | {float(cost(m)):.2%} | {a:.1%} | {b:.1%} | {h:.1%} | {v:.2%} |")
 
 
 if __name__ == "__main__":

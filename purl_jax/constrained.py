@@ -418,7 +418,7 @@ class SearchConfig:
     # budget; "global": its mean is fitted to global magnitude's allocation (``global_start``)
     start: str = "uniform"
     fill: bool = False  # give the slack under the budget back to the returned masks (``project``)
-    candidates: int = 1  # the best candidates by reward kept for ``search``'s ``select_fn``
+    select_candidates: int = 1  # the best candidates by reward kept for ``search``'s ``select_fn``
     ppo: PPOConfig = PPOConfig()
 
     def __post_init__(self) -> None:
@@ -428,8 +428,8 @@ class SearchConfig:
             raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
         if self.start == "global" and self.ppo.init_action:
             raise ValueError('start="global" sets the initial policy itself; leave ppo.init_action at 0')
-        if self.iterations < 1 or self.num_envs < 1 or self.candidates < 1:
-            raise ValueError("iterations, num_envs and candidates must be >= 1")
+        if self.iterations < 1 or self.num_envs < 1 or self.select_candidates < 1:
+            raise ValueError("iterations, num_envs and select_candidates must be >= 1")
 
     def clip(self, iteration: int) -> float:
         return min(self.clip_start + self.clip_step * iteration / self.clip_every, 1.0)
@@ -495,8 +495,8 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     candidates of an iteration in one call (``score_function``: ``Evaluator.evaluate_stacked``,
     or after a short fine-tuning that grows with the iteration). The returned masks are the
     best-scoring feasible candidate seen, projected onto the budget (see ``project``); with
-    ``select_fn`` (``select_function``) and ``cfg.candidates`` > 1, the one of the
-    ``cfg.candidates`` best whose projected masks ``select_fn`` scores highest.
+    ``select_fn`` (``select_function``) and ``cfg.select_candidates`` > 1, the one of the
+    ``cfg.select_candidates`` best whose projected masks ``select_fn`` scores highest.
     ``cost_model``: this problem's ``probe_costs``, when the caller has measured it already.
     """
     model = cost_model if cost_model is not None else probe_costs(problem, cost_fn)
@@ -575,7 +575,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
         ks = np.flatnonzero(feasible) if feasible.any() else [int(np.argmax(accs))]
         top = _keep(top, [dict(accuracy=float(accs[k]), cost=float(costs[k]), feasible=bool(feasible[k]),
                                fractions=np.asarray(final.fractions[k]), scores=np.asarray(final.scores[k]))
-                          for k in ks], cfg.candidates)
+                          for k in ks], cfg.select_candidates)
         record = dict(iteration=it + 1, reward_mean=float(accs.mean()), reward_max=float(accs.max()),
                       cost_mean=float(costs.mean()), cost_min=float(costs.min()),
                       feasible_fraction=float(feasible.mean()), budget=cfg.budget,
@@ -816,7 +816,7 @@ def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
                         feasibility=p.feasibility, clip_start=p.clip_start, clip_step=p.clip_step,
                         clip_every=p.clip_every, checkpoint_every=p.checkpoint_every, seed=seed,
                         start=p.start, fill=p.fill, ppo=PPOConfig(**ppo),
-                        candidates=p.select_candidates if p.select == "finetuned" else 1)
+                        select_candidates=p.select_candidates if p.select == "finetuned" else 1)
 
 
 def _trainer(ctx):

@@ -292,7 +292,7 @@ def test_keep_ranks_feasible_first_then_by_reward_and_keeps_the_earlier_on_a_tie
 
 
 def test_select_fn_picks_among_the_best_candidates_and_every_one_meets_the_budget(tmp_path):
-    """``candidates`` keeps the best episodes by reward; ``select_fn`` (here: fewest kept
+    """``select_candidates`` keeps the best episodes by reward; ``select_fn`` (here: fewest kept
     conv2 weights, which the kept-share reward does not prefer) chooses among them."""
     _, variables, graph, _, base = _lenet()
     problem = c.make_problem(variables["params"], graph, base)
@@ -304,7 +304,7 @@ def test_select_fn_picks_among_the_best_candidates_and_every_one_meets_the_budge
     plain = c.search(problem, cost_fn, _kept_score, cfg, progress=False)
     assert plain.selection is None and "selection" not in plain.to_json()
     calls = []
-    picked = c.search(problem, cost_fn, _kept_score, c.SearchConfig(**{**cfg.__dict__, "candidates": 5}),
+    picked = c.search(problem, cost_fn, _kept_score, c.SearchConfig(**{**cfg.__dict__, "select_candidates": 5}),
                       tmp_path, progress=False, select_fn=lambda m: calls.append(m) or conv2_pruned(m))
     sel = picked.selection
     assert len(calls) == 1 and len(sel) == 5
@@ -316,7 +316,7 @@ def test_select_fn_picks_among_the_best_candidates_and_every_one_meets_the_budge
     assert 1.0 - float(np.asarray(get_path(picked.masks, path)).mean()) == pytest.approx(sel[0]["selection_score"])
     assert json.loads((tmp_path / "search.json").read_text())["selection"] == sel
     # resumed when finished: the kept scores are reused, not computed again
-    again = c.search(problem, cost_fn, _kept_score, c.SearchConfig(**{**cfg.__dict__, "candidates": 5}),
+    again = c.search(problem, cost_fn, _kept_score, c.SearchConfig(**{**cfg.__dict__, "select_candidates": 5}),
                      tmp_path, progress=False, select_fn=lambda m: pytest.fail("scored again"))
     assert again.selection == sel and again.fractions == picked.fractions
     # one candidate: the select_fn is not called and the result is the plain search's

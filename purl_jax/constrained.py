@@ -790,13 +790,8 @@ def select_function(config: Any, model: Any, variables: dict, splits: Any,
                                          growth=0.0, max_steps=0))
     scorer = reward_finetune.scorer(config, cfg, model, variables, splits, splits.validation,
                                     evaluator.calibration_images)
-
-    def select(stacked: Masks) -> np.ndarray:  # one candidate at a time, for the progress bar
-        k = len(jax.tree.leaves(stacked)[0])
-        return np.concatenate([scorer(jax.tree.map(lambda m: m[i:i + 1], stacked), 0) for i in
-                               trange(k, disable=not p.progress, desc=f"select ({p.select_steps} steps each)")])
-
-    return select
+    desc = f"select ({p.select_steps} steps each)" if p.progress else None
+    return lambda stacked: scorer(stacked, 0, desc)
 
 
 def check_config(p: Any, seed: int = 0) -> None:

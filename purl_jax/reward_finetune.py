@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
+from tqdm import tqdm
 
 from purl_jax.data import Dataset
 from purl_jax.evaluator import Scores, recalibrated
@@ -90,11 +90,13 @@ class FinetunedScorer:
         self._step = jax.jit(lambda state, masks, images, labels: train_lib.masked_train_step(
             model, tx, recipe.label_smoothing, state, masks, images, labels)[0])
         self._tuned = jax.jit(functools.partial(_tuned, model))
-        self._batch = jax.jit(functools.partial(_batch_score, model))
+        self._evaluate = functools.partial(train_lib.evaluate_dataset, model)
 
-    def __call__(self, stacked: Masks, iteration: int) -> np.ndarray:
+    def __call__(self, stacked: Masks, iteration: int, desc: str | None = None) -> np.ndarray:
+        """``desc``: show a progress bar over the candidates with this label."""
         k = len(jax.tree.leaves(stacked)[0])
-        return self._scores([jax.tree.map(lambda m: m[i], stacked) for i in range(k)], iteration).accuracy
+        return self._scores([jax.tree.map(lambda m: m[i], stacked) for i in range(k)], iteration,
+                            desc).accuracy
 
     def evaluate_layer(self, masks: Masks, layer_name: str, layer_masks: jax.Array, episode: int) -> Scores:
         """PuRL's ``env.EvaluateLayer``: K candidates equal to ``masks`` except for
@@ -104,31 +106,23 @@ class FinetunedScorer:
         path = self._graph.layer(layer_name).path
         return self._scores([set_path(masks, path, m) for m in layer_masks], episode)
 
-    def _scores(self, candidates: list[Masks], iteration: int) -> Scores:
+    def _scores(self, candidates: list[Masks], iteration: int, desc: str | None = None) -> Scores:
         steps = steps_at(self.cfg, iteration)
         rng = np.random.default_rng([self.seed, iteration])
         idx = rng.integers(0, len(self._train), (steps, self.cfg.batch_size))
         images, labels = jnp.asarray(self._train.images[idx]), jnp.asarray(self._train.labels[idx])
         key = jax.random.key_data(jax.random.key(self.seed + iteration))
         scores = []
-        for masks in candidates:
+        for masks in tqdm(candidates, desc=desc, disable=desc is None):
             state = self._init(self._variables, masks, key)
             for i in range(steps):
                 state = self._step(state, masks, images[i], labels[i])
-            scores.append(self._evaluate(self._tuned(state, self._calibration)))
+            # in batches of EVAL_CHUNK images, so a large set (the whole validation split,
+            # for ``constrained.select_function``) fits in memory
+            r = self._evaluate(self._tuned(state, self._calibration), self._reward, batch_size=EVAL_CHUNK)
+            scores.append((r["accuracy"], r["loss"]))
         accuracy, loss = (np.asarray(x, np.float32) for x in zip(*scores))
         return Scores(accuracy, loss)
-
-    def _evaluate(self, variables: dict) -> tuple[float, float]:
-        """Accuracy and mean loss on the reward set, ``EVAL_CHUNK`` images per call, so a
-        large set (the whole validation split, for ``select_function``) fits in memory."""
-        images, labels = self._reward.images, self._reward.labels
-        correct = loss = 0.0
-        for i in range(0, len(labels), EVAL_CHUNK):
-            c, l = self._batch(variables, jnp.asarray(images[i:i + EVAL_CHUNK]),
-                               jnp.asarray(labels[i:i + EVAL_CHUNK]))
-            correct, loss = correct + float(c), loss + float(l)
-        return correct / len(labels), loss / len(labels)
 
 
 def from_config(config: ml_collections.ConfigDict, model: Any, variables: dict, splits: Any,
@@ -158,10 +152,3 @@ def _tuned(model, state, calibration):
     if calibration is not None:  # a few steps move BatchNorm's running averages only a little
         tuned = recalibrated(model, tuned, calibration)
     return tuned
-
-
-def _batch_score(model, variables, images, labels):
-    """The number of correct predictions and the summed loss of one batch."""
-    logits = model.apply(variables, images, train=False)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
-    return jnp.sum(jnp.argmax(logits, -1) == labels), loss

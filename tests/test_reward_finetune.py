@@ -138,7 +138,7 @@ def test_a_growing_step_count_does_not_recompile():
     scorer = rf.FinetunedScorer(model, variables, data, data, cfg(growth=1.0, batch_size=8), base_config().finetune)
     for iteration in (3, 4, 5):
         scorer(stacked, iteration)
-    assert [f._cache_size() for f in (scorer._init, scorer._step, scorer._tuned, scorer._batch)] == [1, 1, 1, 1]
+    assert [f._cache_size() for f in (scorer._init, scorer._step, scorer._tuned)] == [1, 1, 1]
 
 
 def test_purl_candidates_score_as_the_stacked_ones_and_as_the_evaluator_without_steps():

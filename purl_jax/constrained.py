@@ -756,6 +756,7 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         checkpoint_every=10,
         progress=True,
         baseline_curves=True,  # curves.json: the baselines' reward-set accuracy over sparsity
+        min_keep_fraction=0.0005,  # the global_min baseline's, in curves.json
         ppo=dict(dataclasses.asdict(PPOConfig(num_minibatches=max(num_envs // 8, 1)))),
     ))
 

@@ -198,14 +198,12 @@ def make_env(ctx: PruneContext) -> PruningEnv:
     dense = float(ctx.evaluator.evaluate(ctx.base_masks).accuracy)
     reward = RewardSpec(target_accuracy=max(dense - p.accuracy_tolerance, 1e-3),
                         target_sparsity=p.target_sparsity, beta=p.beta, mode=p.reward_mode)
-    scorer = None
-    if "reward_finetune" in p:
-        scorer = reward_finetune.from_config(ctx.config, ctx.model, ctx.variables, ctx.splits,
-                                             ctx.reward_set, ctx.evaluator, ctx.graph)
+    scorer = reward_finetune.from_config(ctx.config, ctx.model, ctx.variables, ctx.splits,
+                                         ctx.reward_set, ctx.evaluator, ctx.graph)
     evaluate_layer = ctx.evaluator if scorer is None else scorer.evaluate_layer
     return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, evaluate_layer,
                       reward, action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes,
-                      max_layer_sparsity=p.get("max_layer_sparsity", 1.0))
+                      max_layer_sparsity=p.max_layer_sparsity)
 
 
 def run_purl(ctx: PruneContext) -> dict:
@@ -217,13 +215,13 @@ def run_purl(ctx: PruneContext) -> dict:
     agent = DQN(env.obs_dim, env.num_actions, dqn_config(p.dqn))
     project = lambda masks: masks if p.project == "none" else baselines.PROJECTIONS[p.project](
         ctx.variables["params"], ctx.base_masks, ctx.graph, masks, p.target_sparsity,
-        max_layer_sparsity=p.get("max_layer_sparsity", 1.0))
+        max_layer_sparsity=p.max_layer_sparsity)
     scored = None
     if p.select == "projected":
         scored = lambda masks: ctx.evaluator.evaluate(project(masks)).accuracy
     found = purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
                         experience=p.experience, workdir=ctx.workdir / "search",
-                        checkpoint_every=p.checkpoint_every, progress=p.get("progress", True),
+                        checkpoint_every=p.checkpoint_every, progress=p.progress,
                         projected_accuracy=scored)
     found["masks"] = project(found["masks"])  # the hinge reaches the target only roughly
     return found
@@ -233,7 +231,7 @@ def run_baseline(name: str, ctx: PruneContext) -> dict:
     p = ctx.config.prune
     masks = baselines.BASELINES[name](ctx.variables["params"], ctx.base_masks, ctx.graph,
                                       p.target_sparsity, seed=ctx.config.seed,
-                                      min_keep_fraction=p.get("min_keep_fraction", 0.0005))
+                                      min_keep_fraction=p.min_keep_fraction)
     return dict(masks=masks)
 
 
@@ -267,7 +265,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if p.select == "projected" and p.project == "none":
             raise PruneError('prune.select = "projected" ranks episodes after prune.project; '
                              'set prune.project to one of ' + str(tuple(baselines.PROJECTIONS)))
-        cap = p.get("max_layer_sparsity", 1.0)
+        cap = p.max_layer_sparsity
         if not p.target_sparsity <= cap <= 1.0:
             raise PruneError(f"prune.max_layer_sparsity must lie in [target_sparsity, 1] = "
                              f"[{p.target_sparsity}, 1], got {cap}")
@@ -284,7 +282,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     rounds = config.finetune.rounds
     if not isinstance(rounds, int) or rounds < 1:
         raise PruneError(f"finetune.rounds must be a positive integer, got {rounds!r}")
-    final_epochs = config.finetune.get("final_epochs", 0)
+    final_epochs = config.finetune.final_epochs
     if not isinstance(final_epochs, int) or final_epochs < 0:
         raise PruneError(f"finetune.final_epochs must be an integer >= 0, got {final_epochs!r}")
     if rounds > 1 and p.get("action", "layer") != "layer":
@@ -293,14 +291,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if rounds > 1 and "uniform_l1" in p.get("front_baselines", ()):
         raise PruneError("finetune.rounds > 1 prunes weights by magnitude, which would undo "
                          "the uniform_l1 front baseline's channel structure; use rounds = 1")
-    if "reward_finetune" in p:
-        from purl_jax import reward_finetune
+    from purl_jax import reward_finetune
 
-        try:
-            reward_finetune.check(p.reward_finetune)
-        except ValueError as e:
-            raise PruneError(str(e)) from None
-    calibration = p.get("bn_calibration", 0)
+    try:
+        reward_finetune.check(p.reward_finetune)
+    except ValueError as e:
+        raise PruneError(str(e)) from None
+    calibration = p.bn_calibration
     if not isinstance(calibration, int) or calibration < 0:
         raise PruneError(f"prune.bn_calibration must be a number of training images >= 0, got {calibration!r}")
     if not 0 < p.reward_set_size <= config.validation_size:
@@ -315,7 +312,7 @@ def reward_evaluator(config: ml_collections.ConfigDict, model: Any, variables: d
     re-estimates each candidate's BatchNorm statistics on that many training images first."""
     from purl_jax.evaluator import Evaluator
 
-    n = config.prune.get("bn_calibration", 0)
+    n = config.prune.bn_calibration
     calibration = calibration_subset(splits, n, config.seed) if n else None
     return Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph,
                      calibration_images=calibration)
@@ -338,7 +335,7 @@ def baseline_curves(ctx: PruneContext, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.9
         for sparsity in grid:
             masks = baseline(ctx.variables["params"], ctx.base_masks, ctx.graph, sparsity,
                              seed=ctx.config.seed,
-                             min_keep_fraction=p.get("min_keep_fraction", 0.0005))
+                             min_keep_fraction=p.min_keep_fraction)
             accuracy.append(float(ctx.evaluator.evaluate(masks).accuracy))
         curves[name] = dict(sparsity=grid, accuracy=accuracy)
     return dict(baselines=curves)
@@ -394,7 +391,7 @@ def finetune(ctx: PruneContext, masks: Masks, workdir: epath.Path) -> tuple[dict
     for r, ratios in enumerate(gradual_ratios(final, rounds), 1):
         masks = magnitude_masks(variables["params"], ctx.base_masks, ctx.graph, ratios)
         cfg = config.finetune
-        if r == rounds and cfg.get("final_epochs", 0) > 0:
+        if r == rounds and cfg.final_epochs > 0:
             cfg = ml_collections.ConfigDict({**cfg.to_dict(), "epochs": cfg.final_epochs})
         variables, h = run(variables, masks, workdir / f"round_{r}", f"finetune {r}/{rounds}", cfg)
         history += [dict(record, round=r) for record in h]
@@ -443,7 +440,7 @@ def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     found = get_algorithm(config.prune.algorithm)(ctx)
     search_seconds = time.time() - t_search
     masks = found.pop("masks")
-    if config.prune.get("baseline_curves", True):
+    if config.prune.baseline_curves:
         files.write_text(workdir / "curves.json", json.dumps(baseline_curves(ctx)) + "\n")
     reward_scores = evaluator.evaluate(masks)
     finetuned, history, masks = finetune(ctx, masks, workdir / "finetune")

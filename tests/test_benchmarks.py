@@ -54,3 +54,19 @@ def test_resumable_result_files_keep_every_invocation(in_benchmarks, monkeypatch
     assert [r["seed"] for r in data["rows"]] == [0, 1, 2]
     assert [i["command"].split()[-1] for i in data["invocations"]] == ["1", "2"]
     assert _common.read_runs(tmp_path / "absent.json") == []
+
+
+def test_allocation_shift_keeps_the_kept_count(in_benchmarks):
+    from allocation_shift import shifted
+
+    sizes = {"stage1/a": 100, "stage1/b": 100, "stage3/a": 1000}
+    sparsity = {"stage1/a": 0.5, "stage1/b": 0.7, "stage3/a": 0.9}
+    kept = lambda s: sum(sizes[n] * (1 - s[n]) for n in sizes)
+    out = shifted(sparsity, sizes, "stage1", "stage3", 0.2)
+    assert out["stage1/a"] == out["stage1/b"] == 0.2
+    assert out["stage3/a"] == pytest.approx(0.98)  # stage 1 keeps 80 more, stage 3 80 of its 100 fewer
+    assert kept(out) == pytest.approx(kept(sparsity))
+    with pytest.raises(ValueError, match="disjoint"):
+        shifted(sparsity, sizes, "stage1", "stage1/a", 0.2)
+    with pytest.raises(ValueError, match="make up"):
+        shifted(sparsity, sizes, "stage1", "stage3", 0.0)  # 120 more kept, stage 3 keeps only 100

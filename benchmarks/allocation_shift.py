@@ -11,9 +11,10 @@ and the layers starting with ``--pay`` scale their kept fractions alike so that 
 keeps exactly as many weights as global magnitude's. Each allocation is pruned by magnitude
 within its layers, fine-tuned as ``constrained_params.py`` fine-tunes (``config.finetune``,
 ``--finetune_epochs``, seed = the seed) and tested; ``--baseline`` adds global magnitude's own
-allocation. The searches' allocations differ from global magnitude's mostly in how much
-they prune the small early layers; this measures what such a shift costs or gains after
-fine-tuning, with no search in the way. Writes ``results.json`` (resumable, one row per run).
+allocation. The searches' allocations differ from global magnitude's most in the small
+early layers and in the last block; this measures what such a move costs or gains after
+fine-tuning, with no search in the way, and what the searches' reward makes of it.
+Writes ``results.json`` (resumable, one row per run).
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def main() -> None:
     cost_fn = get_cost("params", variables=ctx.variables)
 
     def within(sparsity: dict[str, float]):
-        """The allocation's masks and sparsity; rounding to whole weights can keep one or two weights
-        more than the budget allows, and those come off the largest ``--pay`` layer."""
+        """The allocation's masks and sparsity; rounding to whole weights can keep a weight
+        or two more than the budget allows, and those come off the largest ``--pay`` layer."""
         sparsity = dict(sparsity)
         largest = max((n for n in sparsity if n.startswith(args.pay)), key=sizes.get, default=None)
         masks = magnitude_masks(params, base, graph, sparsity)

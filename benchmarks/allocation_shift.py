@@ -23,11 +23,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 
 from purl_jax import baselines, train
 from purl_jax.budgets import get_cost, within_budget
-from purl_jax.masks import get_path, magnitude_masks, masked_layers
+from purl_jax.masks import magnitude_masks, masked_layers, summary
 from purl_jax.search import finetune, prune_context
 
 from _common import read_runs, write_runs
@@ -79,7 +78,8 @@ def main() -> None:
     sizes = {layer.name: layer.params for layer in layers}
     global_masks = baselines.global_magnitude(params, base, graph,
                                               global_sparsity_for(args.budget, params, base, graph))
-    glob = {l.name: 1.0 - float(np.mean(np.asarray(get_path(global_masks, l.path)))) for l in layers}
+    glob = {name: layer["sparsity"] for name, layer in summary(params, global_masks, graph)["layers"].items()
+            if layer["masked"]}
     cost_fn = get_cost("params", variables=ctx.variables)
 
     def within(sparsity: dict[str, float]):
@@ -100,9 +100,10 @@ def main() -> None:
     out = root / "results.json"
     rows = read_runs(out)
     done = {(r["allocation"], r["seed"]) for r in rows}
+    built = {name: within(sparsity) for name, sparsity in allocations.items()}
     before = {}  # reward-set accuracy before fine-tuning, as the searches score candidates
-    for name, sparsity in allocations.items():
-        before[name] = float(ctx.evaluator.evaluate(within(sparsity)[0]).accuracy)
+    for name, (masks, _) in built.items():
+        before[name] = float(ctx.evaluator.evaluate(masks).accuracy)
         print(f"{name}: reward-set accuracy before fine-tuning {100 * before[name]:.1f}%")
     for r in rows:  # rows from before this column existed get it too
         if r["allocation"] in before:
@@ -110,10 +111,9 @@ def main() -> None:
     if rows:
         write_runs(out, rows)
     for seed in args.seeds:
-        for name, sparsity in allocations.items():
+        for name, (masks, sparsity) in built.items():
             if (name, seed) in done:
                 continue
-            masks, sparsity = within(sparsity)
             config.seed = seed  # the fine-tuning's
             tuned, _, masks = finetune(ctx, masks, root / f"finetune_{name}_s{seed}")
             test = train.evaluate_dataset(ctx.model, tuned, ctx.splits.test, masks=masks)["accuracy"]

@@ -603,10 +603,9 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
                             jnp.asarray(np.stack([s for _, s, _ in projected])))
             choice = np.asarray(select_fn(stacked), np.float32)
             checkpoint(cfg.iterations)
-        selected = choice
-        chosen = int(np.argmax(selected))
+        chosen = int(np.argmax(choice))
         order = [chosen, *(i for i in range(len(pool)) if i != chosen)]
-        selection = [dict(reward_accuracy=pool[i]["accuracy"], selection_score=float(selected[i]),
+        selection = [dict(reward_accuracy=pool[i]["accuracy"], selection_score=float(choice[i]),
                           cost=float(projected[i][2])) for i in order]
     fractions, scores, cost = projected[chosen]
     masks = _jitted_build(problem)(jnp.asarray(fractions, jnp.float32), jnp.asarray(scores))

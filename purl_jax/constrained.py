@@ -282,6 +282,27 @@ class EnvParams(NamedTuple):
     need: jax.Array  # dense cost - budget: the reduction the episode must reach
     upper: jax.Array  # the action clip of this iteration
     clamp: jax.Array  # 1.0: AMC-style lower bound on, 0.0: off
+    lows: jax.Array  # [L] each layer's least fraction (0 unless ``anchor``)
+    highs: jax.Array  # [L] each layer's greatest fraction (``max_fractions`` unless ``anchor``)
+
+
+def env_params(problem: Problem, model: CostModel, need: float, clamp: bool,
+               bounds: tuple[np.ndarray, np.ndarray] | None = None) -> EnvParams:
+    """The environment of ``problem``, the clip at 1; ``bounds``: per-layer (lows, highs)."""
+    lows, highs = bounds if bounds is not None else (np.zeros(problem.num_steps), problem.max_fractions)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    return EnvParams(f32(problem.features), f32(model.reductions), f32(problem.max_fractions),
+                     f32(problem.sizes), f32(need), f32(1.0), f32(clamp), f32(lows), f32(highs))
+
+
+def anchor_bounds(start: np.ndarray, max_fractions: np.ndarray, anchor: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer fraction bounds keeping each layer's kept share within a factor
+    ``1 + anchor`` of its share at ``start`` (global magnitude's allocation)."""
+    kept = 1.0 - np.asarray(start, np.float64)
+    lows = np.clip(1.0 - kept * (1.0 + anchor), 0.0, max_fractions)
+    highs = np.clip(1.0 - kept / (1.0 + anchor), 0.0, max_fractions)
+    return lows.astype(np.float32), highs.astype(np.float32)
 
 
 class EnvState(NamedTuple):
@@ -311,14 +332,14 @@ def action_fraction(action: jax.Array, size: jax.Array) -> jax.Array:
 
 
 def clamp_fraction(p: EnvParams, s: EnvState, fraction: jax.Array) -> jax.Array:
-    """Clip to [0, min(max, schedule)], then raise to the least fraction that keeps the
-    budget reachable if every later step prunes its maximum (AMC's action wall)."""
+    """Clip to [low, min(high, schedule)], then raise to the least fraction that keeps the
+    budget reachable if every later step prunes its highest (AMC's action wall)."""
     i = s.step
-    upper = jnp.minimum(p.max_fractions[i], p.upper)
-    fraction = jnp.clip(fraction, 0.0, upper)
-    done = jnp.sum(jnp.where(jnp.arange(p.reductions.size) < i,
-                             p.reductions * s.fractions / jnp.maximum(p.max_fractions, 1e-12), 0.0))
-    later = jnp.sum(jnp.where(jnp.arange(p.reductions.size) > i, p.reductions, 0.0))
+    upper = jnp.minimum(p.highs[i], p.upper)
+    fraction = jnp.clip(fraction, jnp.minimum(p.lows[i], upper), upper)
+    share = lambda f: p.reductions * f / jnp.maximum(p.max_fractions, 1e-12)  # linear cost model
+    done = jnp.sum(jnp.where(jnp.arange(p.reductions.size) < i, share(s.fractions), 0.0))
+    later = jnp.sum(jnp.where(jnp.arange(p.reductions.size) > i, share(p.highs), 0.0))
     missing = p.need - done - later
     lower = jnp.where(p.reductions[i] > 0, missing / jnp.maximum(p.reductions[i], 1e-12), 0.0)
     lower = jnp.clip(lower * p.max_fractions[i], 0.0, p.max_fractions[i])
@@ -417,6 +438,9 @@ class SearchConfig:
     # "uniform": the policy starts at the one fraction every layer could take to meet the
     # budget; "global": its mean is fitted to global magnitude's allocation (``global_start``)
     start: str = "uniform"
+    # > 0 (with start="global"): every layer's kept share stays within a factor 1 + anchor of
+    # global magnitude's (``anchor_bounds``), so the search moves near that allocation
+    anchor: float = 0.0
     fill: bool = False  # give the slack under the budget back to the returned masks (``project``)
     select_candidates: int = 1  # the best candidates by reward kept for ``search``'s ``select_fn``
     ppo: PPOConfig = PPOConfig()
@@ -428,6 +452,9 @@ class SearchConfig:
             raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
         if self.start == "global" and self.ppo.init_action:
             raise ValueError('start="global" sets the initial policy itself; leave ppo.init_action at 0')
+        if self.anchor < 0 or (self.anchor > 0 and self.start != "global"):
+            raise ValueError(f'anchor must be >= 0, and > 0 only with start="global"; got {self.anchor} '
+                             f"with start={self.start!r}")
         if self.iterations < 1 or self.num_envs < 1 or self.select_candidates < 1:
             raise ValueError("iterations, num_envs and select_candidates must be >= 1")
 
@@ -524,9 +551,10 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
         if ckpt.exists():
             saved = pickle.loads(ckpt.read_bytes())
             if (saved["budget"] != cfg.budget or saved["names"] != problem.names
-                    or saved.get("start", "uniform") != cfg.start):
+                    or saved.get("start", "uniform") != cfg.start or saved.get("anchor", 0.0) != cfg.anchor):
                 raise ValueError(f"{ckpt} belongs to another search (budget {saved['budget']}, "
-                                 f"start {saved.get('start', 'uniform')!r}); use another workdir")
+                                 f"start {saved.get('start', 'uniform')!r}, anchor "
+                                 f"{saved.get('anchor', 0.0)}); use another workdir")
             state = jax.tree.map(jnp.asarray, saved["state"])
             start, history = saved["iteration"], saved["history"]
             top = saved["top"] if "top" in saved else [saved["best"]]  # a checkpoint from before ``top``
@@ -535,10 +563,8 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
     # The clamp aims CLAMP_MARGIN under the budget: fractions become whole weights and
     # float32 sums, and an episode landing 1e-5 over the budget would not count as feasible.
     need = model.dense - cfg.budget * (1.0 - CLAMP_MARGIN)
-    base = EnvParams(jnp.asarray(problem.features), jnp.asarray(model.reductions),
-                     jnp.asarray(problem.max_fractions), jnp.asarray(problem.sizes, jnp.float32),
-                     jnp.float32(need), jnp.float32(1.0),
-                     jnp.float32(cfg.feasibility == "clamp"))
+    bounds = anchor_bounds(start_fractions, problem.max_fractions, cfg.anchor) if cfg.anchor else None
+    base = env_params(problem, model, need, cfg.feasibility == "clamp", bounds)
     build = _jitted_build(problem, stacked=True)
     budget = jnp.float32(cfg.budget)
     if cfg.start == "global" and start == 0 and not history:
@@ -556,7 +582,7 @@ def search(problem: Problem, cost_fn: CostFn, score_fn: ScoreFn, cfg: SearchConf
         if ckpt is not None:
             files.write_bytes_atomic(ckpt, pickle.dumps(jax.device_get(dict(
                 state=state, iteration=iteration, history=history, top=top, choice=choice,
-                budget=cfg.budget, names=problem.names, start=cfg.start))))
+                budget=cfg.budget, names=problem.names, start=cfg.start, anchor=cfg.anchor))))
             plot_training(history, workdir / "training.png")
 
     for it in trange(start, cfg.iterations, disable=not progress, desc=f"constrained b={cfg.budget:g}"):
@@ -739,6 +765,8 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         # "channel_l1" (fraction of each channel group, by L1 norm)
         feasibility="clamp",
         start="uniform",  # or "global": the policy starts at global magnitude's allocation
+        anchor=0.0,  # > 0 with start="global": each layer's kept share within a factor 1 + anchor
+        # of global magnitude's
         fill=False,  # True: the returned masks use the slack under the budget (``project``)
         select="reward",  # the best candidate by reward; "finetuned" (ours): of the
         # ``select_candidates`` best, the one most accurate on the validation split after
@@ -810,7 +838,7 @@ def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
     return SearchConfig(budget=float(budget), iterations=p.iterations, num_envs=p.num_envs,
                         feasibility=p.feasibility, clip_start=p.clip_start, clip_step=p.clip_step,
                         clip_every=p.clip_every, checkpoint_every=p.checkpoint_every, seed=seed,
-                        start=p.start, fill=p.fill, ppo=PPOConfig(**ppo),
+                        start=p.start, anchor=p.anchor, fill=p.fill, ppo=PPOConfig(**ppo),
                         select_candidates=p.select_candidates if p.select == "finetuned" else 1)
 
 

@@ -3,6 +3,7 @@ a tiny end-to-end search with resume, the algorithm registration and the configs
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -39,9 +40,7 @@ def _params(variables):
 
 
 def _env_params(problem, model, budget, clamp=True, upper=1.0):
-    return c.EnvParams(jnp.asarray(problem.features), jnp.asarray(model.reductions),
-                       jnp.asarray(problem.max_fractions), jnp.asarray(problem.sizes, jnp.float32),
-                       jnp.float32(model.dense - budget), jnp.float32(upper), jnp.float32(clamp))
+    return c.env_params(problem, model, model.dense - budget, clamp)._replace(upper=jnp.float32(upper))
 
 
 def test_problem_and_env_bookkeeping():
@@ -188,6 +187,30 @@ def test_global_start_fits_the_policy_to_global_magnitude():
     channel = c.make_problem(params, graph, base, action="channel_l1", policy=MaskPolicy())
     with pytest.raises(ValueError, match='needs action="layer"'):
         c.global_start(channel, cost_fn, 0.5)
+
+
+def test_anchor_keeps_each_layer_near_global_magnitude():
+    _, variables, graph, _, base = _lenet()
+    params = variables["params"]
+    problem = c.make_problem(params, graph, base)
+    cost_fn = _params(variables)
+    start = c.global_start(problem, cost_fn, 0.1)
+    lows, highs = c.anchor_bounds(start, problem.max_fractions, 1.0)
+    kept = 1.0 - start
+    np.testing.assert_allclose(1.0 - highs, kept / 2, rtol=1e-5)  # kept share at most halved
+    np.testing.assert_allclose(1.0 - lows, np.minimum(2 * kept, 1.0), rtol=1e-5)  # at most doubled
+    # a policy pulled towards keeping everything (reward: kept share) stays inside the
+    # bounds; without them the clamp alone lets it move far from the start
+    cfg = c.SearchConfig(budget=0.1, iterations=2, num_envs=8, start="global", anchor=1.0,
+                         ppo=PPOConfig(epochs=1, num_minibatches=1, init_log_std=-0.5))
+    res = c.search(problem, cost_fn, _kept_score, cfg, progress=False)
+    assert res.cost <= 0.1
+    got = np.array(list(res.fractions.values()))
+    assert np.all(got >= lows - 1e-6) and np.all(got <= highs + 1e-6)
+    free = c.search(problem, cost_fn, _kept_score, dataclasses.replace(cfg, anchor=0.0), progress=False)
+    assert np.any(np.abs(np.array(list(free.fractions.values())) - start) > np.max(highs - lows))
+    with pytest.raises(ValueError, match="anchor"):
+        c.SearchConfig(budget=0.1, anchor=0.5)  # the uniform start has no allocation to anchor to
 
 
 @pytest.mark.parametrize("feasibility", ["clamp", "project"])

@@ -23,7 +23,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from purl_jax import baselines, train
 from purl_jax.budgets import get_cost, within_budget
 from purl_jax.masks import magnitude_masks, masked_layers, summary
@@ -105,11 +104,6 @@ def main() -> None:
     for name, (masks, _) in built.items():
         before[name] = float(ctx.evaluator.evaluate(masks).accuracy)
         print(f"{name}: reward-set accuracy before fine-tuning {100 * before[name]:.1f}%")
-    for r in rows:  # rows from before this column existed get it too
-        if r["allocation"] in before:
-            r["reward_accuracy_before_finetune"] = before[r["allocation"]]
-    if rows:
-        write_runs(out, rows)
     for seed in args.seeds:
         for name, (masks, sparsity) in built.items():
             if (name, seed) in done:

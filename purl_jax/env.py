@@ -13,6 +13,12 @@ the current layer:
   magnitude pruning at the target sparsity (same alpha grid). ``alpha = 1`` in every layer
   *is* global magnitude pruning, so the search refines that allocation instead of drawing
   one far from the target and leaving the rest to ``prune.project``.
+* ``"anchored"`` (ours): keep ``factor * g`` of the layer by magnitude, ``g`` the share
+  global magnitude pruning at the target sparsity keeps in it (grid of factors, e.g.
+  ``(0.67, 0.8, 1.0, 1.25, 1.5)``). Like ``"global"`` it contains global magnitude's
+  allocation, but bounds every layer's kept share within the grid's extreme factors of
+  global's, as the constrained search's ``prune.anchor`` does: a threshold factor moves a
+  sparse layer's kept share by several times, so ``"global"`` strays far from it.
 
 ``max_layer_sparsity`` < 1 caps every action: each layer keeps at least that share's
 complement, its largest weights, so no step empties a layer (a 100%-pruned residual
@@ -51,9 +57,10 @@ from purl_jax.masks import (Masks, ascending_ranks, get_path, global_cut, magnit
                             masked_layers, pruned_count, set_path)
 
 KINDS = ("conv", "depthwise", "dense")
-ACTION_MODES = ("threshold", "sparsity", "global")
+ACTION_MODES = ("threshold", "sparsity", "global", "anchored")
 REWARD_MODES = ("dense", "terminal")
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(23))  # PuRL: 0.0, 0.1, ..., 2.2
+DEFAULT_FACTORS = (0.67, 0.8, 1.0, 1.25, 1.5)  # "anchored": within 1.5x of global's kept share
 
 
 class EnvError(ValueError):
@@ -189,15 +196,20 @@ def layer_features(graph: Graph, layers: Sequence[Layer]) -> np.ndarray:
 
 
 def action_grid(mode: str, values: Sequence[float] | None) -> np.ndarray:
-    """The discrete actions: alphas (``threshold``, ``global``) or layer sparsities (``sparsity``)."""
+    """The discrete actions: alphas (``threshold``, ``global``), layer sparsities
+    (``sparsity``) or factors on global magnitude's kept share (``anchored``)."""
     if mode not in ACTION_MODES:
         raise EnvError(f"action mode must be one of {ACTION_MODES}, got {mode!r}")
     if values is None:
-        values = DEFAULT_ALPHAS if mode != "sparsity" else tuple(i / 20 for i in range(20))
+        values = {"sparsity": tuple(i / 20 for i in range(20)),
+                  "anchored": DEFAULT_FACTORS}.get(mode, DEFAULT_ALPHAS)
     grid = np.asarray(list(values), np.float32)
     if grid.ndim != 1 or grid.size == 0:
         raise EnvError(f"the action grid is empty: give at least one {mode} value")
-    if mode != "sparsity" and (grid < 0).any():
+    if mode == "anchored" and (grid <= 0).any():
+        raise EnvError(f"anchored factors must be > 0 (a layer keeps factor x global "
+                       f"magnitude's share), e.g. {DEFAULT_FACTORS}; got {grid.tolist()}")
+    if mode in ("threshold", "global") and (grid < 0).any():
         raise EnvError(f"threshold factors (alphas) must be >= 0, got {grid.tolist()}")
     if mode == "sparsity" and ((grid < 0) | (grid > 1)).any():
         raise EnvError(f"layer sparsities must lie in [0, 1], got {grid.tolist()}")
@@ -206,7 +218,8 @@ def action_grid(mode: str, values: Sequence[float] | None) -> np.ndarray:
 
 _observation = jax.jit(observation, static_argnums=(1, 2, 8))
 _CANDIDATES = {"threshold": jax.jit(threshold_candidates),
-               "sparsity": jax.jit(sparsity_candidates), "global": jax.jit(cut_candidates)}
+               "sparsity": jax.jit(sparsity_candidates), "global": jax.jit(cut_candidates),
+               "anchored": jax.jit(sparsity_candidates)}
 
 
 @functools.partial(jax.jit, static_argnames=("last", "spec", "passes"))
@@ -262,9 +275,16 @@ class PruningEnv:
         # Kept by every action: each layer's largest (1 - max_layer_sparsity) share.
         self._floors = (None if max_layer_sparsity == 1.0 else
                         tuple(magnitude_mask(k, max_layer_sparsity) for k in self.kernels))
-        # What the candidate function gets: the grid, or for "global" the cuts it names.
-        self._grid = (self.actions * global_cut(self.kernels, reward.target_sparsity)
-                      if action_mode == "global" else self.actions)
+        # What the candidate function gets per layer [L, K]: the grid, or the cuts
+        # ("global") or layer sparsities ("anchored") it names.
+        grid = self.actions
+        if action_mode == "global":
+            grid = self.actions * global_cut(self.kernels, reward.target_sparsity)
+        elif action_mode == "anchored":
+            cut = global_cut(self.kernels, reward.target_sparsity)
+            kept = jnp.stack([jnp.mean(jnp.abs(k) >= cut) for k in self.kernels])
+            grid = jnp.clip(1.0 - self.actions[None] * kept[:, None], 0.0, 1.0)
+        self._grid = jnp.broadcast_to(grid, (len(self.layers), self.num_actions))
 
     @property
     def num_actions(self) -> int:
@@ -309,7 +329,7 @@ class PruningEnv:
         if state.step >= self.num_steps:
             raise EnvError("the episode is over: reset the environment")
         i = self.layer_index(state.step)
-        cands = self._candidates(self.kernels[i], state.layer_masks[i], self._grid)
+        cands = self._candidates(self.kernels[i], state.layer_masks[i], self._grid[i])
         if self._floors is not None:
             cands = cands | self._floors[i][None]
         scores = self.evaluate_layer(self.masks_tree(state.layer_masks), self.layers[i].name, cands,

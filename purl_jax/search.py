@@ -490,7 +490,8 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         accuracy_tolerance=0.01,  # reconstructed: A_target = dense reward-set accuracy - 1 point
         beta=5.0,
         reward_mode="dense",  # or "terminal" (AMC-style ablation)
-        action_mode="threshold",  # PuRL: |w| < alpha * std(w); or "sparsity", "global" (ours)
+        action_mode="threshold",  # PuRL: |w| < alpha * std(w); or "sparsity", "global",
+        # "anchored" (ours; actions are then factors on global magnitude's kept share)
         actions=DEFAULT_ALPHAS,
         passes=1,  # > 1: QLP-style repeated visits
         project="scale",  # ours: the best allocation moved to exactly target_sparsity

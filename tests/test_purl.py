@@ -137,6 +137,22 @@ def test_global_action_alpha_one_is_global_magnitude_pruning():
         np.testing.assert_array_equal(mask, get_path(expected, layer.path))
 
 
+def test_anchored_action_scales_global_magnitudes_kept_share():
+    env = tiny_env(action_mode="anchored", actions=(0.5, 1.0, 1.5))  # target sparsity 0.5
+    _, variables, graph, _ = built("lenet5")
+    expected = baselines.global_magnitude(variables["params"], env.base_masks, graph, 0.5)
+    state = env.reset()
+    for layer in env.layers:
+        out = env.score_actions(state)
+        g = float(get_path(expected, layer.path).mean())
+        kept = out.layer_masks.reshape(3, -1).mean(1)
+        np.testing.assert_allclose(kept, np.minimum([0.5 * g, g, 1.5 * g], 1.0), atol=2e-3)
+        np.testing.assert_array_equal(out.layer_masks[1], get_path(expected, layer.path))
+        state = env.step(state, out, 1)
+    with pytest.raises(EnvError, match="factors must be > 0"):
+        tiny_env(action_mode="anchored", actions=(0.0, 1.0))
+
+
 def test_max_layer_sparsity_keeps_every_layers_largest_weights():
     capped = tiny_env(action_mode="sparsity", actions=(0.0, 0.5, 1.0), max_layer_sparsity=0.7)
     free = tiny_env(action_mode="sparsity", actions=(0.0, 0.5, 1.0))

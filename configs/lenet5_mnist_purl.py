@@ -7,7 +7,7 @@ Trains the dense net (3 epochs, Adam), runs 40 DQN episodes of 2 passes over the
 500 validation images as the reward set, epsilon decaying over the first half), projects
 the best allocation to exactly 98% (``prune.project``), fine-tunes 3 epochs (Adam 5e-4,
 cosine) and prints dense vs pruned test accuracy. All four layers are pruned (Han et al.).
-Measured on 2 idle cores (BENCHMARKS.md, "README main job"): 5 min 18 s in all. With the
+Measured on 2 idle cores (BENCHMARKS.md, "README main job"): 2 min 56 s in all. With the
 shared dense checkpoint runs/lenet5_mnist (99.23%) and 5 one-shot fine-tuning epochs, 98%
 sparsity gave 98.38% test (global magnitude: 98.40%), error 1.62% where the issue's
 "dense + 0.1 point" allows 0.87%: not met by this quick recipe. Gradual fine-tuning over 8

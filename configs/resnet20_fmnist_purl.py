@@ -11,10 +11,10 @@ are factors on the share of each layer global magnitude pruning keeps (``"anchor
 the search returns the episode most accurate after projection to the target. Expected:
 within 1 point of the dense accuracy at 90% sparsity, and no worse than global magnitude.
 From the 93.66% dense model: 92.73, 92.74, 93.01, 93.13, 92.76, 92.76% (seeds 0-5), global
-magnitude 92.78, 92.84, 92.79, 92.85, 92.88, 92.69% with the same fine-tuning (BENCHMARKS.md, "Fashion-MNIST
-ResNet-20 at 90%", session 23). The issue's threshold actions reached 92.77 and 92.72%
-(seeds 0, 1) with ``--config.prune.action_mode=threshold --config.prune.select=reward``
-and ``'--config.prune.actions=(0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.0,2.1,2.2)'``.
+magnitude 92.78, 92.84, 92.79, 92.85, 92.88, 92.69% with the same fine-tuning
+(BENCHMARKS.md, "Fashion-MNIST ResNet-20 at 90%", sessions 23-24). The issue's threshold
+actions reached 92.77 and 92.72% (seeds 0, 1) with ``--config.prune.action_mode=threshold
+--config.prune.select=reward`` and ``'--config.prune.actions=(0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.0,2.1,2.2)'``.
 """
 
 from pathlib import Path

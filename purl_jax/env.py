@@ -53,8 +53,8 @@ import numpy as np
 
 from purl_jax.evaluator import Evaluator, Scores
 from purl_jax.graph import Graph, Layer
-from purl_jax.masks import (Masks, ascending_ranks, get_path, global_cut, magnitude_mask,
-                            masked_layers, pruned_count, set_path)
+from purl_jax.masks import (Masks, ascending_ranks, get_path, global_cut, global_kept_shares,
+                            magnitude_mask, masked_layers, pruned_count, set_path)
 
 KINDS = ("conv", "depthwise", "dense")
 ACTION_MODES = ("threshold", "sparsity", "global", "anchored")
@@ -217,9 +217,9 @@ def action_grid(mode: str, values: Sequence[float] | None) -> np.ndarray:
 
 
 _observation = jax.jit(observation, static_argnums=(1, 2, 8))
-_CANDIDATES = {"threshold": jax.jit(threshold_candidates),
-               "sparsity": jax.jit(sparsity_candidates), "global": jax.jit(cut_candidates),
-               "anchored": jax.jit(sparsity_candidates)}
+_sparsity_candidates = jax.jit(sparsity_candidates)  # "anchored" names layer sparsities too
+_CANDIDATES = {"threshold": jax.jit(threshold_candidates), "sparsity": _sparsity_candidates,
+               "global": jax.jit(cut_candidates), "anchored": _sparsity_candidates}
 
 
 @functools.partial(jax.jit, static_argnames=("last", "spec", "passes"))
@@ -281,8 +281,7 @@ class PruningEnv:
         if action_mode == "global":
             grid = self.actions * global_cut(self.kernels, reward.target_sparsity)
         elif action_mode == "anchored":
-            cut = global_cut(self.kernels, reward.target_sparsity)
-            kept = jnp.stack([jnp.mean(jnp.abs(k) >= cut) for k in self.kernels])
+            kept = global_kept_shares(self.kernels, reward.target_sparsity)
             grid = jnp.clip(1.0 - self.actions[None] * kept[:, None], 0.0, 1.0)
         self._grid = jnp.broadcast_to(grid, (len(self.layers), self.num_actions))
 

@@ -324,6 +324,12 @@ def global_cut(kernels: Sequence[jax.Array], sparsity: float) -> float:
     return float(min(jnp.min(jnp.where(m, jnp.abs(k), jnp.inf)) for k, m in zip(kernels, kept)))
 
 
+def global_kept_shares(kernels: Sequence[jax.Array], sparsity: float) -> jax.Array:
+    """The share of each kernel that global magnitude pruning at ``sparsity`` keeps, [L]."""
+    kept = _global_kernel_masks(list(kernels), jnp.asarray(sparsity, jnp.float32), 0.0)
+    return jnp.stack([jnp.mean(m) for m in kept])
+
+
 # -- structured (channel) masks ---------------------------------------------------------
 
 def prunable_groups(graph: Graph, policy: MaskPolicy = MaskPolicy()):

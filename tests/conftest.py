@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import jax
@@ -27,6 +28,22 @@ SMALL_INPUTS = {
 # Deeper members of a family that a shallower model already covers (same blocks, more of
 # them): their zoo-wide tests run with ``-m slow``, as CI's second pass does.
 DEEPER = frozenset({"vgg13", "vgg16", "vgg19", "resnet32", "resnet34", "resnet56"})
+
+
+def forced_cpu_devices_env(devices: int, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess whose jax sees ``devices`` forced CPU devices.
+
+    Their collectives rendezvous in threads that a busy 2-core machine can starve for longer
+    than XLA's default 40 s limit, which aborts the process; these tests wait up to 10 min.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", **extra, XLA_FLAGS=" ".join([
+        f"--xla_force_host_platform_device_count={devices}",
+        "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120",
+        "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+        "--xla_cpu_collective_timeout_seconds=600",  # multi-process (gloo) collectives
+    ]))
+    return env
 
 
 def zoo(slow=DEEPER) -> list:

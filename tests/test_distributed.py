@@ -7,7 +7,6 @@ starts, and the test process has already started it with one device.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import forced_cpu_devices_env
 from purl_jax import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +40,9 @@ run(["purl-jax", "prune", *{argv!r}])
 
 
 def _env(devices: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PURL_JAX_DISTRIBUTED")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               **extra)
+    env = forced_cpu_devices_env(devices, **extra)
+    if "PURL_JAX_DISTRIBUTED" not in extra:
+        env.pop("PURL_JAX_DISTRIBUTED", None)
     return env
 
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import DEEPER, built, zoo
+from conftest import DEEPER, built, forced_cpu_devices_env, zoo
 from purl_jax.evaluator import CPU_ROWS, FOLD_BYTES_PER_WEIGHT, Evaluator, Scores, recalibrated
 from purl_jax.masks import (MaskError, MaskPolicy, apply_masks, channel_masks_to_masks, get_path, init_channel_masks,
                             init_masks, set_path)
@@ -299,8 +299,8 @@ print("ok")
 
 @pytest.mark.parametrize("name", ["lenet5", "resnet20"])
 def test_two_forced_cpu_devices(name):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    env = forced_cpu_devices_env(
+        2, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-W", "error", "-c", textwrap.dedent(SUBPROCESS.format(name=name))],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import forced_cpu_devices_env
 from purl_jax import train as train_lib
 from purl_jax.checkpoint import CheckpointError, restore_variables
 from purl_jax.data import Augment, Dataset, Splits
@@ -299,7 +299,7 @@ def test_data_parallel_two_devices_matches_one(tmp_path):
     """The same step sharded over 2 forced CPU devices and on 1 (in a subprocess: the
     device count is fixed when jax starts)."""
     out = tmp_path / "dp.npz"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = forced_cpu_devices_env(2)
     script = _DP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=600)

@@ -14,12 +14,11 @@ From the 93.66% dense model: 92.73, 92.74, 93.01, 93.13, 92.76, 92.76% (seeds 0-
 magnitude 92.78, 92.84, 92.79, 92.85, 92.88, 92.69% with the same fine-tuning
 (BENCHMARKS.md, "Fashion-MNIST ResNet-20 at 90%", sessions 23-24). The issue's threshold
 actions reached 92.77 and 92.72% (seeds 0, 1) with ``--config.prune.action_mode=threshold
---config.prune.select=reward`` and ``'--config.prune.actions=(0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.0,2.1,2.2)'``.
+--config.prune.select=reward``.
 """
 
 from pathlib import Path
 
-from purl_jax.env import DEFAULT_FACTORS
 from purl_jax.search import purl_defaults
 from purl_jax.train import load_config
 
@@ -27,7 +26,7 @@ from purl_jax.train import load_config
 def get_config():
     c = load_config(Path(__file__).with_name("resnet20_fmnist.py"))  # the dense recipe
     c.prune = purl_defaults(target_sparsity=0.90, episodes=30)
-    c.prune.update(reward_set_size=500, action_mode="anchored", actions=DEFAULT_FACTORS,
+    c.prune.update(reward_set_size=500, action_mode="anchored",  # factors env.DEFAULT_FACTORS
                    select="projected")  # +0.05 over global magnitude (6 seeds); threshold -0.07 (2)
     c.prune.bn_calibration = 128  # BN statistics per candidate: 90%-pruned 10% -> 69% before FT
     c.prune.dqn.update(epsilon_decay_steps=400)

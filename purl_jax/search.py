@@ -202,7 +202,7 @@ def make_env(ctx: PruneContext) -> PruningEnv:
                                          ctx.reward_set, ctx.evaluator, ctx.graph)
     evaluate_layer = ctx.evaluator if scorer is None else scorer.evaluate_layer
     return PruningEnv(ctx.variables["params"], ctx.graph, ctx.base_masks, evaluate_layer,
-                      reward, action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes,
+                      reward, action_mode=p.action_mode, actions=p.actions, passes=p.passes,
                       max_layer_sparsity=p.max_layer_sparsity)
 
 
@@ -251,7 +251,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise PruneError(f"prune.target_sparsity must lie in (0, 1), got {p.target_sparsity}")
     if p.algorithm == "purl":
         try:
-            action_grid(p.action_mode, tuple(p.actions))
+            action_grid(p.action_mode, p.actions)
         except EnvError as e:
             raise PruneError(f"prune.actions: {e}") from None
         dqn_config(p.dqn)
@@ -481,7 +481,6 @@ def format_table(r: dict) -> str:
 
 def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.ConfigDict:
     """``config.prune`` for PuRL; the reconstructed defaults are marked."""
-    from purl_jax.env import DEFAULT_ALPHAS
     from purl_jax.reward_finetune import defaults as reward_finetune_defaults
 
     return ml_collections.ConfigDict(dict(
@@ -492,7 +491,8 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         reward_mode="dense",  # or "terminal" (AMC-style ablation)
         action_mode="threshold",  # PuRL: |w| < alpha * std(w); or "sparsity", "global",
         # "anchored" (ours; actions are then factors on global magnitude's kept share)
-        actions=DEFAULT_ALPHAS,
+        actions=ml_collections.config_dict.placeholder(tuple),  # None: the mode's grid,
+        # env.action_grid (threshold: PuRL's alphas 0.0, 0.1, ..., 2.2; reconstructed)
         passes=1,  # > 1: QLP-style repeated visits
         project="scale",  # ours: the best allocation moved to exactly target_sparsity
         # (baselines.PROJECTIONS: "scale" keeps its shape, "global" by one magnitude

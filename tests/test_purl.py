@@ -17,8 +17,9 @@ from purl_jax import baselines
 from purl_jax.checkpoint import CheckpointError
 from purl_jax.data import Dataset, Splits
 from purl_jax.dqn import DQN, DQNConfig
-from purl_jax.env import (EnvError, PruningEnv, RewardSpec, Scores, hinge_reward,
-                          sparsity_candidates, step_reward, threshold_candidates)
+from purl_jax.env import (DEFAULT_ALPHAS, DEFAULT_FACTORS, EnvError, PruningEnv, RewardSpec,
+                          Scores, hinge_reward, sparsity_candidates, step_reward,
+                          threshold_candidates)
 from purl_jax.evaluator import Evaluator
 from purl_jax.graph import analyze
 from purl_jax.masks import (MaskError, MaskPolicy, get_path, init_masks, magnitude_mask,
@@ -151,6 +152,21 @@ def test_anchored_action_scales_global_magnitudes_kept_share():
         state = env.step(state, out, 1)
     with pytest.raises(EnvError, match="factors must be > 0"):
         tiny_env(action_mode="anchored", actions=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("mode, grid", [("threshold", DEFAULT_ALPHAS), ("anchored", DEFAULT_FACTORS)])
+def test_unset_actions_take_the_action_modes_grid(tmp_path, mode, grid):
+    """Switching ``prune.action_mode`` needs no ``prune.actions``; a grid that does not fit
+    the mode is refused before any work."""
+    config = tiny_config(action_mode=mode, episodes=1)
+    assert config.prune.actions is None
+    prune(config, tmp_path, trainer=fake_trainer())
+    row = _episode_rows(tmp_path / "search" / "episodes.jsonl")[0]
+    assert np.isin(np.round(row["actions"], 4), np.round(grid, 4)).all(), row["actions"]
+    if mode == "anchored":
+        with pytest.raises(PruneError, match="factors must be > 0"):
+            prune(tiny_config(action_mode=mode, actions=DEFAULT_ALPHAS), tmp_path / "bad",
+                  trainer=types.SimpleNamespace(setup=lambda c: pytest.fail("work started")))
 
 
 def test_max_layer_sparsity_keeps_every_layers_largest_weights():
@@ -487,12 +503,12 @@ def test_paper_configs_run_one_search_step_on_mock_data(name):
     ev = Evaluator(model, variables, x, y, graph=graph)
     env = PruningEnv(variables["params"], graph, base, ev,
                      RewardSpec(0.5, p.target_sparsity, p.beta, p.reward_mode),
-                     action_mode=p.action_mode, actions=tuple(p.actions), passes=p.passes)
+                     action_mode=p.action_mode, actions=p.actions, passes=p.passes)
     from purl_jax.search import dqn_config
     agent = DQN(env.obs_dim, env.num_actions, dqn_config(p.dqn))
     state = env.reset()
     out = env.score_actions(state)
-    assert out.layer_masks.shape[0] == len(p.actions) == 23
+    assert out.layer_masks.shape[0] == env.num_actions == 23
     a = int(agent.act(agent.init(jax.random.key(0)), env.observe(state), jax.random.key(1), 0.0))
     state = env.step(state, out, a)
     assert state.step == 1 and env.num_steps > 20

@@ -328,9 +328,7 @@ class PruningEnv:
         if state.step >= self.num_steps:
             raise EnvError("the episode is over: reset the environment")
         i = self.layer_index(state.step)
-        cands = self._candidates(self.kernels[i], state.layer_masks[i], self._grid[i])
-        if self._floors is not None:
-            cands = cands | self._floors[i][None]
+        cands = self._layer_candidates(state.layer_masks, i)
         scores = self.evaluate_layer(self.masks_tree(state.layer_masks), self.layers[i].name, cands,
                                      episode)
         accuracy = jnp.asarray(scores.accuracy, jnp.float32)
@@ -339,6 +337,21 @@ class PruningEnv:
             self.features, self.sizes, layer_sparsities(state.layer_masks), cands, accuracy, i,
             state.step + 1, last, self.reward, self.passes)
         return Outcomes(cands, accuracy, jnp.asarray(scores.loss), overall, reward, next_obs, last)
+
+    def _layer_candidates(self, layer_masks: Sequence[jax.Array], i: int) -> jax.Array:
+        cands = self._candidates(self.kernels[i], layer_masks[i], self._grid[i])
+        return cands if self._floors is None else cands | self._floors[i][None]
+
+    def replay(self, actions: Sequence[int]) -> tuple[jax.Array, ...]:
+        """The per-layer masks an episode taking ``actions`` (grid indices) ends with,
+        without the evaluator: the masks depend on the actions alone."""
+        if len(actions) != self.num_steps:
+            raise EnvError(f"an episode takes {self.num_steps} actions, got {len(actions)}")
+        layer_masks = [jnp.ones(k.shape, bool) for k in self.kernels]
+        for t, a in enumerate(actions):
+            i = self.layer_index(t)
+            layer_masks[i] = self._layer_candidates(layer_masks, i)[a]
+        return tuple(layer_masks)
 
     def step(self, state: EnvState, outcomes: Outcomes, action: int) -> EnvState:
         """Commits ``action`` (an index into the grid) for the current layer."""

@@ -37,7 +37,7 @@ from purl_jax.masks import (Masks, MaskPolicy, channel_masks_from_masks, get_pat
                             init_masks, magnitude_masks, masked_layers, summary)
 
 EXPERIENCE = ("taken", "all_actions")
-SELECT = ("reward", "projected")
+SELECT = ("reward", "projected", "finetuned")
 
 
 class PruneError(ValueError):
@@ -87,10 +87,11 @@ def _final_key(info: dict) -> tuple:
 def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
                 experience: str = "all_actions", workdir: str | os.PathLike | None = None,
                 checkpoint_every: int = 1, progress: bool = True,
-                projected_accuracy: Callable[[Masks], float] | None = None) -> dict:
+                projected_accuracy: Callable[[Masks], float] | None = None, keep: int = 1) -> dict:
     """Runs DQN episodes over ``env``; returns the best masks by final reward, or with
     ``projected_accuracy`` (of an episode's mask tree, as the search will return it) by
-    that accuracy first.
+    that accuracy first. ``keep`` > 1 adds ``candidates``: the ``keep`` best episodes as
+    (info, masks) pairs, best first, their masks replayed from their actions.
 
     ``experience="all_actions"`` adds the transition of every scored action at each step
     (the evaluator scored them anyway), ``"taken"`` only the one taken. With ``workdir``
@@ -102,19 +103,22 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
     """
     if experience not in EXPERIENCE:
         raise PruneError(f"experience must be one of {EXPERIENCE}, got {experience!r}")
-    if episodes < 1:
-        raise PruneError(f"episodes must be >= 1, got {episodes}")
+    if episodes < 1 or keep < 1:
+        raise PruneError(f"episodes and keep must be >= 1, got {episodes} and {keep}")
     workdir = None if workdir is None else files.path(workdir)
     init_key, key = jax.random.split(jax.random.key(seed))
     dense_state = env.reset()
     blank = dict(agent=agent.init(init_key), replay=agent.replay(),
-                 episode=0, env_steps=0, best_masks=dense_state.layer_masks, best="{}")
+                 episode=0, env_steps=0, best_masks=dense_state.layer_masks, best="{}", top="[]")
     saved, ckpt_path, log_path = blank, None, None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt_path, log_path = workdir / "purl_search.msgpack", workdir / "episodes.jsonl"
         if ckpt_path.exists():
-            saved = flax.serialization.from_bytes(blank, ckpt_path.read_bytes())
+            restored = flax.serialization.msgpack_restore(ckpt_path.read_bytes())
+            if "top" not in restored:  # written before ``keep`` existed
+                restored["top"] = "[]" if restored["best"] == "{}" else f"[{restored['best']}]"
+            saved = flax.serialization.from_state_dict(blank, restored)
         if files.is_writer():  # the log loses the episodes after the checkpoint
             lines = log_path.read_text().splitlines() if log_path.exists() else []
             kept = [l for l in lines if json.loads(l)["episode"] < saved["episode"]]
@@ -122,6 +126,7 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
     agent_state, replay = saved["agent"], saved["replay"]
     env_steps, start = int(saved["env_steps"]), int(saved["episode"])
     best = json.loads(saved["best"]) or None
+    top = json.loads(saved["top"])[:keep]  # the best episodes' infos
     best_masks = tuple(jnp.asarray(m) for m in saved["best_masks"])
     spec = env.reward
     bar = tqdm(range(start, episodes), desc="purl", disable=not progress, initial=start,
@@ -164,6 +169,7 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
             info["projected_accuracy"] = float(projected_accuracy(env.masks_tree(state.layer_masks)))
         if best is None or _final_key(info) > _final_key(best):
             best, best_masks = info, state.layer_masks
+        top = sorted([*top, dict(info)], key=_final_key, reverse=True)[:keep]
         info["best_final_reward"] = best["final_reward"]
         bar.set_postfix(reward=f"{info['final_reward']:.3f}", best=f"{best['final_reward']:.3f}",
                         acc=f"{info['accuracy']:.3f}", sparsity=f"{sparsity:.3f}")
@@ -172,9 +178,14 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
             if (episode + 1) % checkpoint_every == 0 or episode + 1 == episodes:
                 files.write_bytes_atomic(ckpt_path, flax.serialization.to_bytes(dict(
                     agent=agent_state, replay=replay, episode=episode + 1, env_steps=env_steps,
-                    best_masks=best_masks, best=json.dumps(best))))
+                    best_masks=best_masks, best=json.dumps(best), top=json.dumps(top))))
     bar.close()
-    return dict(masks=env.masks_tree(best_masks), best=best)
+    found = dict(masks=env.masks_tree(best_masks), best=best)
+    if keep > 1:
+        grid = np.asarray(env.actions)
+        found["candidates"] = [(t, env.masks_tree(env.replay(
+            [int(np.abs(grid - a).argmin()) for a in t["actions"]]))) for t in top]
+    return found
 
 
 def dqn_config(cfg: ml_collections.ConfigDict) -> DQNConfig:
@@ -209,7 +220,11 @@ def make_env(ctx: PruneContext) -> PruningEnv:
 def run_purl(ctx: PruneContext) -> dict:
     """``prune.select = "projected"`` ranks episodes by the reward-set accuracy of their
     masks after ``prune.project``, the masks returned, instead of by the hinge reward
-    where each episode stopped (often well short of the target)."""
+    where each episode stopped (often well short of the target). ``"finetuned"`` takes
+    the ``prune.select_candidates`` best of that ranking and returns the one most accurate
+    on the validation split after ``prune.select_steps`` masked SGD steps each."""
+    from purl_jax.constrained import select_function
+
     p = ctx.config.prune
     env = make_env(ctx)
     agent = DQN(env.obs_dim, env.num_actions, dqn_config(p.dqn))
@@ -217,13 +232,23 @@ def run_purl(ctx: PruneContext) -> dict:
         ctx.variables["params"], ctx.base_masks, ctx.graph, masks, p.target_sparsity,
         max_layer_sparsity=p.max_layer_sparsity)
     scored = None
-    if p.select == "projected":
+    if p.select != "reward":
         scored = lambda masks: ctx.evaluator.evaluate(project(masks)).accuracy
+    keep = p.select_candidates if p.select == "finetuned" else 1
     found = purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
                         experience=p.experience, workdir=ctx.workdir / "search",
                         checkpoint_every=p.checkpoint_every, progress=p.progress,
-                        projected_accuracy=scored)
+                        projected_accuracy=scored, keep=keep)
     found["masks"] = project(found["masks"])  # the hinge reaches the target only roughly
+    if keep > 1:
+        infos, masks = zip(*found.pop("candidates"))
+        masks = [project(m) for m in masks]
+        select = select_function(ctx.config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
+        scores = np.asarray(select(jax.tree.map(lambda *m: jnp.stack(m), *masks)))
+        chosen = int(np.argmax(scores))
+        found["masks"], found["best"] = masks[chosen], infos[chosen]
+        found["selection"] = [dict(episode=i["episode"], projected_accuracy=i["projected_accuracy"],
+                                   selection_score=float(c)) for i, c in zip(infos, scores)]
     return found
 
 
@@ -262,9 +287,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                              f"got {p.project!r}")
         if p.select not in SELECT:
             raise PruneError(f"prune.select must be one of {SELECT}, got {p.select!r}")
-        if p.select == "projected" and p.project == "none":
-            raise PruneError('prune.select = "projected" ranks episodes after prune.project; '
+        if p.select != "reward" and p.project == "none":
+            raise PruneError(f'prune.select = "{p.select}" ranks episodes after prune.project; '
                              'set prune.project to one of ' + str(tuple(baselines.PROJECTIONS)))
+        if p.select == "finetuned" and (p.select_candidates < 2 or p.select_steps < 1):
+            raise PruneError('prune.select = "finetuned" needs select_candidates >= 2 and '
+                             f"select_steps >= 1, got {p.select_candidates} and {p.select_steps}")
         cap = p.max_layer_sparsity
         if not p.target_sparsity <= cap <= 1.0:
             raise PruneError(f"prune.max_layer_sparsity must lie in [target_sparsity, 1] = "
@@ -498,7 +526,11 @@ def purl_defaults(target_sparsity: float, episodes: int) -> ml_collections.Confi
         # (baselines.PROJECTIONS: "scale" keeps its shape, "global" by one magnitude
         # ranking over all layers; or "none")
         select="reward",  # the best episode by hinge reward; "projected" (ours): by the
-        # reward-set accuracy of its masks after ``project``
+        # reward-set accuracy of its masks after ``project``; "finetuned" (ours): of the
+        # ``select_candidates`` best by "projected", the one most accurate on the validation
+        # split after ``select_steps`` masked SGD steps each (as the constrained search)
+        select_candidates=8,
+        select_steps=100,
         max_layer_sparsity=1.0,  # ours: < 1 caps every action and the projection per layer
         episodes=episodes,
         reward_set_size=1000,  # reconstructed; drawn from validation

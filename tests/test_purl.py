@@ -169,6 +169,18 @@ def test_unset_actions_take_the_action_modes_grid(tmp_path, mode, grid):
                   trainer=types.SimpleNamespace(setup=lambda c: pytest.fail("work started")))
 
 
+def test_replay_rebuilds_an_episodes_masks_from_its_actions():
+    env = tiny_env(passes=2, action_mode="sparsity", actions=(0.0, 0.3, 0.6, 0.9),
+                   max_layer_sparsity=0.8)
+    state, actions = env.reset(), np.random.default_rng(0).integers(0, 4, env.num_steps)
+    for a in actions:
+        state = env.step(state, env.score_actions(state), int(a))
+    for got, want in zip(env.replay([int(a) for a in actions]), state.layer_masks):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(EnvError, match="takes"):
+        env.replay([0])
+
+
 def test_max_layer_sparsity_keeps_every_layers_largest_weights():
     capped = tiny_env(action_mode="sparsity", actions=(0.0, 0.5, 1.0), max_layer_sparsity=0.7)
     free = tiny_env(action_mode="sparsity", actions=(0.0, 0.5, 1.0))
@@ -418,7 +430,24 @@ def test_projected_selection_returns_the_best_episode_after_projection(tmp_path)
     np.testing.assert_allclose(result["sparsity"], 0.8, atol=2e-3)
 
 
+def test_finetuned_selection_reranks_the_best_projected_episodes(tmp_path):
+    config = tiny_config(select="finetuned", episodes=4, select_candidates=3, select_steps=2)
+    result = prune(config, tmp_path, trainer=fake_trainer())
+    rows = _episode_rows(tmp_path / "search" / "episodes.jsonl")
+    key = lambda r: (r["projected_accuracy"], r["final_reward"], r["accuracy"], r["sparsity"])
+    top = sorted(rows, key=key, reverse=True)[:3]
+    assert [s["episode"] for s in result["selection"]] == [r["episode"] for r in top]
+    chosen = max(result["selection"], key=lambda s: s["selection_score"])
+    assert result["best"]["episode"] == chosen["episode"]
+    # the returned masks, replayed from that episode's actions, are the ones it ranked
+    np.testing.assert_allclose(result["reward_set_accuracy_before_finetune"],
+                               chosen["projected_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(result["sparsity"], 0.8, atol=2e-3)
+
+
 @pytest.mark.parametrize("field, value, match", [
+    ("select_candidates", 1, "select_candidates >= 2"),  # every "select_*" row: "finetuned"
+    ("select_steps", 0, "select_steps >= 1"),
     ("target_sparsity", 0.0, "target_sparsity"),
     ("target_sparsity", 1.2, "target_sparsity"),
     ("actions", (), "empty"),
@@ -431,7 +460,8 @@ def test_projected_selection_returns_the_best_episode_after_projection(tmp_path)
     ("max_layer_sparsity", 0.7, "max_layer_sparsity"),  # below the 0.8 target
 ])
 def test_bad_input_fails_before_any_work(tmp_path, field, value, match):
-    config = tiny_config(**{field: value, **({"select": "projected"} if field == "project" else {})})
+    select = {"project": "projected", "select_candidates": "finetuned", "select_steps": "finetuned"}
+    config = tiny_config(**{field: value, **({"select": select[field]} if field in select else {})})
     trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
     with pytest.raises(PruneError, match=match):
         prune(config, tmp_path, trainer=trainer)

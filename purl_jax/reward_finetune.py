@@ -80,8 +80,12 @@ class FinetunedScorer:
             raise ValueError(f"prune.reward_finetune.batch_size={cfg.batch_size} is larger than the "
                              f"{len(train)} training examples")
         self.cfg, self.seed, self._train, self._graph = cfg, seed, train, graph
+        # only an SGD recipe's L2 carries over: AdamW's decoupled decay (0.3 in some configs)
+        # as an L2 term would shrink every weight towards zero within a hundred steps
+        decay = recipe.weight_decay if recipe.optimizer == "sgd" else 0.0
         sgd = ml_collections.ConfigDict(dict(recipe.to_dict(), optimizer="sgd", schedule="constant",
-                                             warmup_epochs=0, learning_rate=cfg.learning_rate))
+                                             warmup_epochs=0, learning_rate=cfg.learning_rate,
+                                             weight_decay=decay))
         tx = train_lib.make_optimizer(sgd, steps_per_epoch=1)
         self._variables = variables
         self._reward = reward

@@ -47,6 +47,24 @@ def test_no_steps_scores_as_the_evaluator_and_steps_fit_the_data():
         rf.FinetunedScorer(model, variables, data, data, cfg(steps=1, batch_size=64), recipe)
 
 
+def test_an_adamw_recipes_decay_is_not_taken_as_sgd_l2():
+    """The short fine-tuning is SGD; a recipe's AdamW decay (0.3 in the LeNet-300-100 wd
+    recipe) as L2 would collapse every candidate to chance within 100 steps."""
+    model, variables, graph, shape = built("lenet5")
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(32, *shape)).astype(np.float32), rng.integers(0, 10, 32).astype(np.int32))
+    stacked = jax.tree.map(lambda m: m[None], init_masks(variables["params"], graph))
+    scores = {}
+    for optimizer, decay in (("adam", 0.3), ("adam", 0.0), ("sgd", 0.3), ("sgd", 0.0)):
+        recipe = base_config().finetune
+        recipe.update(optimizer=optimizer, weight_decay=decay)
+        scores[optimizer, decay] = rf.FinetunedScorer(
+            model, variables, data, data, cfg(steps=20, batch_size=16), recipe)._scores(
+            [jax.tree.map(lambda m: m[0], stacked)], 0).loss[0]
+    assert scores["adam", 0.3] == scores["adam", 0.0]
+    assert scores["sgd", 0.3] != scores["sgd", 0.0]  # an SGD recipe's L2 still applies
+
+
 def mock_context(config, workdir):
     """A ``PruneContext`` of ``config``'s model on 16 random images (train = reward set)."""
     from purl_jax.data import Splits

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.serialization
 import jax
@@ -116,8 +117,7 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
         ckpt_path, log_path = workdir / "purl_search.msgpack", workdir / "episodes.jsonl"
         if ckpt_path.exists():
             restored = flax.serialization.msgpack_restore(ckpt_path.read_bytes())
-            if "top" not in restored:  # written before ``keep`` existed
-                restored["top"] = "[]" if restored["best"] == "{}" else f"[{restored['best']}]"
+            restored.setdefault("top", "[]")  # written before ``keep`` existed
             saved = flax.serialization.from_state_dict(blank, restored)
         if files.is_writer():  # the log loses the episodes after the checkpoint
             lines = log_path.read_text().splitlines() if log_path.exists() else []
@@ -126,7 +126,9 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
     agent_state, replay = saved["agent"], saved["replay"]
     env_steps, start = int(saved["env_steps"]), int(saved["episode"])
     best = json.loads(saved["best"]) or None
-    top = json.loads(saved["top"])[:keep]  # the best episodes' infos
+    top = json.loads(saved["top"])[:keep]  # the best episodes with distinct masks, best first
+    if keep > 1 and best is not None and not top:  # saved by a search with keep = 1
+        top = [dict(best, digest=_digest(best_masks))]
     best_masks = tuple(jnp.asarray(m) for m in saved["best_masks"])
     spec = env.reward
     bar = tqdm(range(start, episodes), desc="purl", disable=not progress, initial=start,
@@ -169,7 +171,10 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
             info["projected_accuracy"] = float(projected_accuracy(env.masks_tree(state.layer_masks)))
         if best is None or _final_key(info) > _final_key(best):
             best, best_masks = info, state.layer_masks
-        top = sorted([*top, dict(info)], key=_final_key, reverse=True)[:keep]
+        if keep > 1:  # distinct masks only: greedy episodes often repeat one another
+            digest = _digest(state.layer_masks)
+            if all(t["digest"] != digest for t in top):
+                top = sorted([*top, dict(info, digest=digest)], key=_final_key, reverse=True)[:keep]
         info["best_final_reward"] = best["final_reward"]
         bar.set_postfix(reward=f"{info['final_reward']:.3f}", best=f"{best['final_reward']:.3f}",
                         acc=f"{info['accuracy']:.3f}", sparsity=f"{sparsity:.3f}")
@@ -183,9 +188,16 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
     found = dict(masks=env.masks_tree(best_masks), best=best)
     if keep > 1:
         grid = np.asarray(env.actions)
-        found["candidates"] = [(t, env.masks_tree(env.replay(
+        found["candidates"] = [({k: v for k, v in t.items() if k != "digest"}, env.masks_tree(env.replay(
             [int(np.abs(grid - a).argmin()) for a in t["actions"]]))) for t in top]
     return found
+
+
+def _digest(layer_masks: Sequence[jax.Array]) -> str:
+    h = hashlib.sha1()
+    for m in layer_masks:
+        h.update(np.packbits(np.asarray(m)).tobytes())
+    return h.hexdigest()
 
 
 def dqn_config(cfg: ml_collections.ConfigDict) -> DQNConfig:

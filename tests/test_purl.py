@@ -431,12 +431,17 @@ def test_projected_selection_returns_the_best_episode_after_projection(tmp_path)
 
 
 def test_finetuned_selection_reranks_the_best_projected_episodes(tmp_path):
-    config = tiny_config(select="finetuned", episodes=4, select_candidates=3, select_steps=2)
+    config = tiny_config(select="finetuned", episodes=6, select_candidates=3, select_steps=2)
     result = prune(config, tmp_path, trainer=fake_trainer())
     rows = _episode_rows(tmp_path / "search" / "episodes.jsonl")
     key = lambda r: (r["projected_accuracy"], r["final_reward"], r["accuracy"], r["sparsity"])
-    top = sorted(rows, key=key, reverse=True)[:3]
-    assert [s["episode"] for s in result["selection"]] == [r["episode"] for r in top]
+    by_episode = {r["episode"]: r for r in rows}
+    picked = [by_episode[s["episode"]] for s in result["selection"]]
+    assert len(picked) == 3 and picked[0] == max(rows, key=key)
+    assert [key(r) for r in picked] == sorted(map(key, picked), reverse=True)
+    assert len({tuple(r["actions"]) for r in picked}) == 3  # distinct masks, not repeats
+    for r in rows:  # every better episode left out repeats one that was kept
+        assert key(r) <= key(picked[-1]) or tuple(r["actions"]) in {tuple(p["actions"]) for p in picked}
     chosen = max(result["selection"], key=lambda s: s["selection_score"])
     assert result["best"]["episode"] == chosen["episode"]
     # the returned masks, replayed from that episode's actions, are the ones it ranked

@@ -247,6 +247,9 @@ def run_purl(ctx: PruneContext) -> dict:
     if p.select != "reward":
         scored = lambda masks: ctx.evaluator.evaluate(project(masks)).accuracy
     keep = p.select_candidates if p.select == "finetuned" else 1
+    # built before the search, so a split it cannot train on fails before hours of search
+    select = (select_function(ctx.config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
+              if keep > 1 else None)
     found = purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,
                         experience=p.experience, workdir=ctx.workdir / "search",
                         checkpoint_every=p.checkpoint_every, progress=p.progress,
@@ -255,7 +258,6 @@ def run_purl(ctx: PruneContext) -> dict:
     if keep > 1:
         infos, masks = zip(*found.pop("candidates"))
         masks = [project(m) for m in masks]
-        select = select_function(ctx.config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
         scores = np.asarray(select(jax.tree.map(lambda *m: jnp.stack(m), *masks)))
         chosen = int(np.argmax(scores))
         found["masks"], found["best"] = masks[chosen], infos[chosen]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import types
@@ -448,6 +449,23 @@ def test_finetuned_selection_reranks_the_best_projected_episodes(tmp_path):
     np.testing.assert_allclose(result["reward_set_accuracy_before_finetune"],
                                chosen["projected_accuracy"], atol=1e-6)
     np.testing.assert_allclose(result["sparsity"], 0.8, atol=2e-3)
+
+
+def test_finetuned_selection_on_a_streamed_split_fails_before_the_search(tmp_path):
+    from purl_jax.data import StreamedDataset
+
+    trainer = fake_trainer()
+    setup = trainer.setup
+
+    def streamed_setup(config):
+        model, variables, splits, graph = setup(config)
+        train = StreamedDataset("train", None, np.arange(len(splits.train)), 28, (0.0,), (1.0,))
+        return model, variables, dataclasses.replace(splits, train=train), graph
+
+    trainer.setup = streamed_setup
+    with pytest.raises(ValueError, match="held in memory"):
+        prune(tiny_config(select="finetuned"), tmp_path, trainer=trainer)
+    assert not (tmp_path / "search" / "episodes.jsonl").exists()
 
 
 @pytest.mark.parametrize("field, value, match", [

@@ -129,6 +129,23 @@ class FinetunedScorer:
         return Scores(accuracy, loss)
 
 
+def needs_train_split(config: ml_collections.ConfigDict) -> bool:
+    """Whether ``config`` scores masks after short fine-tuning (``prune.reward_finetune``
+    or ``prune.select = "finetuned"``), which reads the training split in random batches."""
+    p = config.prune
+    return enabled(p.reward_finetune) or p.get("select") == "finetuned"
+
+
+def check_train_split(splits: Any) -> None:
+    """``ValueError`` when ``splits.train`` is streamed: fine-tuned scores draw random
+    batches from a training split held in memory."""
+    from purl_jax.data import StreamedDataset
+
+    if isinstance(splits.train, StreamedDataset):
+        raise ValueError("fine-tuned scores (prune.reward_finetune, prune.select) need a "
+                         "training split held in memory")
+
+
 def from_config(config: ml_collections.ConfigDict, model: Any, variables: dict, splits: Any,
                 reward_set: Dataset, evaluator: Any, graph: Graph | None = None) -> FinetunedScorer | None:
     """The scorer of ``config.prune.reward_finetune``, or None when it is off."""
@@ -142,11 +159,7 @@ def scorer(config: ml_collections.ConfigDict, cfg: Any, model: Any, variables: d
            reward: Dataset, calibration_images=None, graph: Graph | None = None) -> FinetunedScorer:
     """A ``FinetunedScorer`` with ``cfg``'s steps, training on ``splits.train`` with the
     config's fine-tuning recipe and seed, scoring on ``reward``."""
-    from purl_jax.data import StreamedDataset
-
-    if isinstance(splits.train, StreamedDataset):
-        raise ValueError("fine-tuned scores (prune.reward_finetune, prune.select) need a "
-                         "training split held in memory")
+    check_train_split(splits)
     return FinetunedScorer(model, variables, splits.train, reward, cfg, config.finetune,
                            seed=config.seed, calibration_images=calibration_images, graph=graph)
 

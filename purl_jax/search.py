@@ -444,9 +444,13 @@ def prune_context(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                   trainer: Any = None) -> PruneContext:
     """What a search needs from ``config``: the model, the dense variables (loaded, or
     trained in ``workdir/dense``), the data, the prunable layers and the reward evaluator."""
+    from purl_jax import reward_finetune
+
     trainer = trainer or _trainer()
     workdir = files.path(workdir)
     model, variables_init, splits, graph = trainer.setup(config)
+    if reward_finetune.needs_train_split(config):  # before the dense model is loaded or trained
+        reward_finetune.check_train_split(splits)
     reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
     base = init_masks(variables_init["params"], graph, MaskPolicy(**dict(config.mask_policy)))
     if not masked_layers(base, graph):

@@ -451,11 +451,13 @@ def test_finetuned_selection_reranks_the_best_projected_episodes(tmp_path):
     np.testing.assert_allclose(result["sparsity"], 0.8, atol=2e-3)
 
 
-def test_finetuned_selection_on_a_streamed_split_fails_before_the_search(tmp_path):
+@pytest.mark.parametrize("options", [dict(select="finetuned"),
+                                     dict(reward_finetune=dict(steps=2, batch_size=8))])
+def test_fine_tuned_scores_on_a_streamed_split_fail_before_the_dense_model(tmp_path, options):
     from purl_jax.data import StreamedDataset
 
     trainer = fake_trainer()
-    setup = trainer.setup
+    setup, loaded = trainer.setup, []
 
     def streamed_setup(config):
         model, variables, splits, graph = setup(config)
@@ -463,9 +465,10 @@ def test_finetuned_selection_on_a_streamed_split_fails_before_the_search(tmp_pat
         return model, variables, dataclasses.replace(splits, train=train), graph
 
     trainer.setup = streamed_setup
+    trainer.load_dense = lambda config, workdir: loaded.append(workdir)  # training it may take hours
     with pytest.raises(ValueError, match="held in memory"):
-        prune(tiny_config(select="finetuned"), tmp_path, trainer=trainer)
-    assert not (tmp_path / "search" / "episodes.jsonl").exists()
+        prune(tiny_config(**options), tmp_path, trainer=trainer)
+    assert not loaded and not (tmp_path / "search").exists()
 
 
 @pytest.mark.parametrize("field, value, match", [

@@ -70,3 +70,18 @@ def test_allocation_shift_keeps_the_kept_count(in_benchmarks):
         shifted(sparsity, sizes, "stage1", "stage1/a", 0.2)
     with pytest.raises(ValueError, match="make up"):
         shifted(sparsity, sizes, "stage1", "stage3", 0.0)  # 120 more kept, stage 3 keeps only 100
+
+
+def test_compare_pairs_purl_with_global_by_seed(in_benchmarks):
+    from purl_figures import paired
+
+    row = lambda algorithm, seed, accuracy, sparsity=0.95: dict(
+        algorithm=algorithm, seed=seed, target_sparsity=sparsity, pruned_test_accuracy=accuracy)
+    rows = [row("global", 0, 0.980), row("purl", 0, 0.982), row("global", 1, 0.985),
+            row("purl", 1, 0.984), row("purl", 2, 0.990),  # seed 2 has no global run: left out
+            row("purl", 0, 0.970, 0.98)]                   # 98% has no global run at all
+    out = paired(rows)
+    assert list(out) == ["purl-global@0.95"]
+    got = out["purl-global@0.95"]
+    assert got["mean"] == pytest.approx(0.0005) and got["se"] == pytest.approx(0.0015)
+    assert (got["n"], got["better"], got["worse"]) == (2, 1, 1)

@@ -5,7 +5,8 @@
         --shift stage1 --pay stage3 --sparsities 0.4 0.75 --seeds 0 1 \
         --config.finetune.rounds=3 --config.data_dir=../shared/data/fashion_mnist
 
-Global magnitude pruning at a kept-params budget gives one sparsity per masked layer. Here
+Global magnitude pruning at a kept-params budget (or at ``--sparsity`` of the masked
+weights, for a PuRL config) gives one sparsity per masked layer. Here
 the layers whose name starts with ``--shift`` are set to each of ``--sparsities`` instead,
 and the layers starting with ``--pay`` scale their kept fractions alike so that the network
 keeps exactly as many weights as global magnitude's. Each allocation is pruned by magnitude
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import jax
 
 from purl_jax import baselines, train
 from purl_jax.budgets import get_cost, within_budget
@@ -55,7 +58,9 @@ def main() -> None:
     ap.add_argument("--config", required=True)
     ap.add_argument("--dense", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--budget", type=float, default=0.1, help="kept share of all parameters")
+    ap.add_argument("--budget", type=float, default=None, help="kept share of all parameters (default 0.1)")
+    ap.add_argument("--sparsity", type=float, default=None,
+                    help="instead of --budget: the share of the masked weights global magnitude prunes")
     ap.add_argument("--shift", required=True, help="name prefix of the layers to set")
     ap.add_argument("--pay", required=True, help="name prefix of the layers that keep the count")
     ap.add_argument("--sparsities", type=float, nargs="*", default=[])
@@ -65,6 +70,8 @@ def main() -> None:
     args, overrides = ap.parse_known_args()
     if not args.sparsities and not args.baseline:
         ap.error("nothing to run: give --sparsities, --baseline or both")
+    if args.budget is not None and args.sparsity is not None:
+        ap.error("give --budget or --sparsity, not both")
 
     config = train.load_config(args.config, overrides)
     config.dense_checkpoint = args.dense
@@ -75,8 +82,14 @@ def main() -> None:
     params, base, graph = ctx.variables["params"], ctx.base_masks, ctx.graph
     layers = masked_layers(base, graph)
     sizes = {layer.name: layer.params for layer in layers}
-    global_masks = baselines.global_magnitude(params, base, graph,
-                                              global_sparsity_for(args.budget, params, base, graph))
+    if args.sparsity is not None:  # the budget is what it keeps, unmasked biases and layers included
+        total = sum(x.size for x in jax.tree.leaves(params))
+        args.budget = (total - round(args.sparsity * sum(sizes.values()))) / total
+    elif args.budget is None:
+        args.budget = 0.1
+    global_masks = baselines.global_magnitude(
+        params, base, graph, args.sparsity if args.sparsity is not None
+        else global_sparsity_for(args.budget, params, base, graph))
     glob = {name: layer["sparsity"] for name, layer in summary(params, global_masks, graph)["layers"].items()
             if layer["masked"]}
     cost_fn = get_cost("params", variables=ctx.variables)

@@ -83,13 +83,12 @@ def main() -> None:
     layers = masked_layers(base, graph)
     sizes = {layer.name: layer.params for layer in layers}
     if args.sparsity is not None:  # the budget is what it keeps, unmasked biases and layers included
-        total = sum(x.size for x in jax.tree.leaves(params))
-        args.budget = (total - round(args.sparsity * sum(sizes.values()))) / total
-    elif args.budget is None:
-        args.budget = 0.1
-    global_masks = baselines.global_magnitude(
-        params, base, graph, args.sparsity if args.sparsity is not None
-        else global_sparsity_for(args.budget, params, base, graph))
+        target, total = args.sparsity, sum(x.size for x in jax.tree.leaves(params))
+        args.budget = (total - round(target * sum(sizes.values()))) / total
+    else:
+        args.budget = 0.1 if args.budget is None else args.budget
+        target = global_sparsity_for(args.budget, params, base, graph)
+    global_masks = baselines.global_magnitude(params, base, graph, target)
     glob = {name: layer["sparsity"] for name, layer in summary(params, global_masks, graph)["layers"].items()
             if layer["masked"]}
     cost_fn = get_cost("params", variables=ctx.variables)

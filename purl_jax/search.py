@@ -247,7 +247,7 @@ def run_purl(ctx: PruneContext) -> dict:
     if p.select != "reward":
         scored = lambda masks: ctx.evaluator.evaluate(project(masks)).accuracy
     keep = p.select_candidates if p.select == "finetuned" else 1
-    # built before the search, so a split it cannot train on fails before hours of search
+    # built before the search, so its errors come before hours of search, not after
     select = (select_function(ctx.config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
               if keep > 1 else None)
     found = purl_search(env, agent, episodes=p.episodes, seed=ctx.config.seed,

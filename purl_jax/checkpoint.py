@@ -8,6 +8,8 @@ the present leaves keyed by their "/"-joined path and rebuilt against the params
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Any
 
@@ -43,11 +45,30 @@ def unflat_masks(flat: dict[str, Any], params: Any) -> Masks:
 
 def manager(directory: str | os.PathLike, *, read_only: bool = False) -> ocp.CheckpointManager:
     """A manager keeping the two newest checkpoints under ``directory`` (local, made
-    absolute, or ``gs://``). In a multi-process run every process must call its saves."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not read_only, read_only=read_only)
-    return ocp.CheckpointManager(
-        files.path(directory), options=options, item_names=("state", "meta")
-    )
+    absolute, or ``gs://``). In a multi-process run every process must call its saves.
+    ``read_only`` opens a finished run (a dense checkpoint) without writing to it."""
+    if read_only:  # the options orbax would otherwise reset, each with a warning
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None, save_interval_steps=0, create=False, read_only=True)
+    else:
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    with _quiet("Given directory is read only"):
+        return ocp.CheckpointManager(
+            files.path(directory), options=options, item_names=("state", "meta")
+        )
+
+
+@contextlib.contextmanager
+def _quiet(prefix: str):
+    """Drops absl log records starting with ``prefix`` (orbax's warning on every
+    read-only open, which a user loading a dense checkpoint can do nothing about)."""
+    drop = lambda record: not str(record.msg).startswith(prefix)
+    logger = logging.getLogger("absl")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,19 @@ def test_mismatched_checkpoint_gives_clear_error(tmp_path):
         restore_variables(where, reference)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         restore_variables(tmp_path / "nothing", reference)
+
+
+def test_loading_a_dense_checkpoint_logs_no_orbax_warnings(tmp_path, caplog):
+    model, variables, _ = tiny_mlp()
+    train_lib.fit(model, variables, tiny_splits(), tiny_cfg(epochs=1), workdir=tmp_path)
+    files_before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with caplog.at_level(logging.INFO):
+        restore_variables(tmp_path / "checkpoints" / "train", variables)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == files_before  # read only
+    with caplog.at_level(logging.WARNING, logger="absl"):  # the filter is gone afterwards
+        logging.getLogger("absl").warning("Given directory is read only=elsewhere")
+    assert any("elsewhere" in r.getMessage() for r in caplog.records)
 
 
 def test_cli_train_on_embedded_mnist_then_load_dense(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Paper scale (Malik et al. 2022): ResNet-18 / CIFAR-10, at most 10% of the weights kept.
 
-    python -m purl_jax.data prepare cifar10 --data_dir DATA
+    pip install 'purl-jax[prepare]' && purl-jax data prepare cifar10 --data_dir DATA
     purl-jax prune --config configs/resnet18_cifar10_constrained.py --workdir runs/resnet18_constrained \
         --config.data_dir=DATA
 

@@ -232,14 +232,14 @@ def load_idx_dataset(
     """
     folder = directory if isinstance(directory, Traversable) else Path(directory)
     where = f" Get the original files from {_IDX_SOURCES[name]}." if name in _IDX_SOURCES else ""
+    if not folder.is_dir():
+        raise DataError(f"IDX dataset folder {folder} does not exist.{where}")
     if verify_checksum and name not in KNOWN_SHA256:
         raise DataError(
             f"No known SHA-256 checksums for {name!r} (known: {', '.join(KNOWN_SHA256)}): "
             "name one of those datasets (CLI: verify DIR --name NAME), or pass "
             "verify_checksum=False to load the files unverified."
         )
-    if not folder.is_dir():
-        raise DataError(f"IDX dataset folder {folder} does not exist.{where}")
     arrays = {}
     for key, (file_name, magic) in IDX_FILES.items():
         path = folder / file_name
@@ -454,7 +454,7 @@ def load_dataset(
     *,
     data_dir: PathLike | None = None,
     validation_size: int = 5000,
-    seed: int = 0,
+    split_seed: int = 0,
     source: Literal["auto", "idx", "tfds"] = "auto",
     pad_to: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -465,9 +465,11 @@ def load_dataset(
     ``source="auto"`` reads IDX files for ``mnist`` (the embedded copy when ``data_dir`` is
     None) and ``fashion_mnist`` (from ``data_dir`` or ``data_dir/fashion_mnist``), and TFDS
     (``data_dir`` None = TFDS's default folder) for every other name. ``validation_size``
-    examples are held out of train by a permutation drawn from ``seed``. ``pad_to`` pads
-    images with black to a square size (e.g. 28 -> 32 for CIFAR-shaped models) before
-    normalising, so every split and the reward set get the same shape.
+    examples are held out of train by a permutation drawn from ``split_seed`` (a config's
+    ``split_seed``, not its ``seed``: every search seed's reward set then stays unseen by
+    the dense model). ``pad_to`` pads images with black to a square size (e.g. 28 -> 32 for
+    CIFAR-shaped models) before normalising, so every split and the reward set get the
+    same shape.
 
     A TFDS train split that cannot be held in memory (variable-size images, or over
     ``max_bytes`` decoded) is streamed instead: train and test become ``StreamedDataset``s
@@ -487,7 +489,7 @@ def load_dataset(
         if not _fits_in_memory(train_source, max_bytes):
             if pad_to is not None:
                 raise DataError(f"pad_to is for in-memory datasets; {name} is streamed (crops of image_size)")
-            val_idx, train_idx = _hold_out(name, len(train_source), validation_size, seed)
+            val_idx, train_idx = _hold_out(name, len(train_source), validation_size, split_seed)
             train = _stream(name, train_source, train_idx, image_size)
             return Splits(
                 name=name,
@@ -504,7 +506,7 @@ def load_dataset(
         raise DataError(f"source must be 'auto', 'idx' or 'tfds', not {source!r}")
     if pad_to is not None:
         train_x, test_x = _pad(train_x, pad_to), _pad(test_x, pad_to)
-    val_idx, train_idx = _hold_out(name, len(train_y), validation_size, seed)
+    val_idx, train_idx = _hold_out(name, len(train_y), validation_size, split_seed)
     if name in NORMALIZATION:
         mean, std = NORMALIZATION[name]
     else:  # computed on the training part only, so validation and test stay unseen
@@ -682,7 +684,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepared = prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
             print(f"prepared {args.name} in {prepared}")
         else:
-            name = args.name or Path(args.directory).resolve().name
+            folder = Path(args.directory)
+            if not folder.is_dir():
+                raise DataError(
+                    f"{args.directory} is not a folder{'' if folder.exists() else ' (it does not exist)'}: "
+                    f"verify DIR takes the folder holding {_file_list()}"
+                )
+            name = args.name or folder.resolve().name
+            if name not in KNOWN_SHA256:
+                raise DataError(
+                    f"No known SHA-256 checksums for {name!r} (known: {', '.join(KNOWN_SHA256)}): "
+                    f"name the dataset of {args.directory} with --name "
+                    f"({'/'.join(KNOWN_SHA256)}) when the folder is named otherwise"
+                )
             arrays = load_idx_dataset(args.directory, name=name, verify_checksum=True)
             print(
                 f"OK: {args.directory} holds the original {name} files (SHA-256 verified): "

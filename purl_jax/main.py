@@ -22,6 +22,7 @@ See ``scripts/tpu_vm_search.sh``.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 
@@ -53,47 +54,134 @@ def describe_models() -> list[dict]:
 
 
 def _models(argv: list[str]) -> None:
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {' '.join(argv[1:])}\n{_usage('models')}", file=sys.stderr)
+        raise SystemExit(2)
     print(f"{'model':<14}{'input':>14}{'params':>13}{'MMACs':>10}{'layers':>8}{'groups':>8}")
     for r in describe_models():
         print(f"{r['model']:<14}{'x'.join(map(str, r['input'])):>14}{r['params']:>13,}"
               f"{r['macs'] / 1e6:>10.1f}{r['layers']:>8}{r['groups']:>8}")
 
 
+HELP_FLAGS = ("-h", "--help", "-help")
+
+
+def _command_lines() -> dict[str, tuple[str, str]]:
+    """command -> (usage, description), from the table at the top of this docstring."""
+    lines = {}
+    for line in __doc__.splitlines():
+        if line.startswith("    purl-jax "):
+            usage, description = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+            lines[usage.split()[1]] = (usage, description)
+    return lines
+
+
+def _usage(command: str) -> str:
+    usage = _command_lines()[command][0]
+    if command in ("train", "prune"):
+        usage += " [--config.a.b=VALUE ...] [--distributed]"
+    return f"usage: {usage}"
+
+
+def command_help(command: str) -> str:
+    """``purl-jax COMMAND --help``: its usage and the part of this docstring about it."""
+    description = _command_lines()[command][1]
+    if command not in ("train", "prune"):
+        return f"{_usage(command)}\n\n{description}"
+    config = ("configs/lenet5_mnist.py" if command == "train"
+              else "configs/lenet5_mnist_purl.py (or *_constrained.py)")
+    paragraphs = __doc__.split("\n\n")
+    return "\n".join([
+        _usage(command), "", description, "",
+        "  --config FILE         a configs/*.py file, e.g. " + config,
+        "  --workdir DIR         checkpoints, metrics and results; rerun with the same DIR to resume",
+        "  --config.a.b=VALUE    override one field of the config, e.g. --config.train.epochs=2",
+        "  --distributed         multi-host: call jax.distributed.initialize() first (see below)",
+        "", "\n\n".join(p.strip() for p in paragraphs[2:])])
+
+
+def _wants_help(argv: list[str]) -> bool:
+    args = argv[: argv.index("--")] if "--" in argv else argv
+    return any(a in HELP_FLAGS for a in args)
+
+
+def _config_file(argv: list[str]) -> str | None:
+    """The file of ``--config FILE[:ARG]`` / ``--config=FILE[:ARG]`` in ``argv`` (the last
+    one, as absl), None if not given."""
+    path = None
+    for i, arg in enumerate(argv):
+        match = re.fullmatch(r"--?config(=(.*))?", arg)
+        if match:
+            value = match.group(2) if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else None)
+            path = None if value is None else value.split(":", 1)[0]
+    return path
+
+
+def _override_error(e: BaseException) -> str:
+    """The readable message of an unknown ``--config.<field>``: ml_collections raises an
+    AttributeError around a KeyError whose message is the text (repr'd by ``str``)."""
+    while e.args and isinstance(e.args[0], BaseException):
+        e = e.args[0]
+    message = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    return "unknown config field " + ". ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def parse_config_flags(argv: list[str]):
     """(config, workdir) from ``--config FILE [--config.a.b=v ...] --workdir DIR``.
 
     A fresh absl ``FlagValues`` per call, so ``run`` can be called repeatedly in-process.
+    ``-h`` / ``--help`` print the command's help and exit 0; usage errors (a missing flag or
+    config file, an unknown config field) print one message and exit 2.
     """
     from absl import flags
     from ml_collections import config_flags
 
+    if _wants_help(argv[1:]):
+        print(command_help(argv[0]))
+        raise SystemExit(0)
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "a configs/*.py file", flag_values=values,
                                     lock_config=True, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "folder for checkpoints and metrics", flag_values=values)
     try:
+        path = _config_file(argv[1:])
+        if path is not None and not os.path.isfile(path):
+            raise flags.Error(f"config file {path!r} not found"
+                              + (" (it is a folder)" if os.path.isdir(path) else ""))
         with warnings.catch_warnings():  # ml_collections loads the config file with load_module()
             warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
             values(argv)
         if values.config is None or not values.workdir:
             raise flags.Error("--config and --workdir are required")
-    except (flags.Error, AttributeError) as e:  # AttributeError: --config.<unknown field>
-        print(f"error: {e}\nusage: purl-jax {argv[0]} --config configs/X.py --workdir DIR "
-              "[--config.train.epochs=N ...]", file=sys.stderr)
-        raise SystemExit(2) from e
+        values.config.get  # noqa: B018 (a config that failed to load raises its OSError on first use)
+    except (AttributeError, KeyError) as e:  # --config.<unknown field>
+        _usage_error(argv[0], _override_error(e), e)
+    except (flags.Error, OSError) as e:
+        _usage_error(argv[0], str(e), e)
     return values.config, values.workdir
 
 
+def _usage_error(command: str, message: str, cause: BaseException | None = None):
+    print(f"error: {message}\n{_usage(command)}\n(purl-jax {command} --help for more)", file=sys.stderr)
+    raise SystemExit(2) from cause
+
+
 def _train(argv: list[str]) -> None:
+    config, workdir = parse_config_flags(argv)
     from purl_jax.train import train_and_evaluate
 
-    train_and_evaluate(*parse_config_flags(argv))
+    train_and_evaluate(config, workdir)
 
 
 def _prune(argv: list[str]) -> None:
+    config, workdir = parse_config_flags(argv)
+    if "prune" not in config:
+        _usage_error("prune", f"{_config_file(argv[1:])} has no `prune` section: it trains a dense "
+                     "model (purl-jax train); prune with a configs/*_purl.py or *_constrained.py "
+                     "config, which extends such a dense recipe")
     from purl_jax.search import prune  # imported late: the training CLI does not need it
 
-    prune(*parse_config_flags(argv))
+    prune(config, workdir)
 
 
 def _report(argv: list[str]) -> None:
@@ -163,10 +251,21 @@ def maybe_initialize_distributed(argv: list[str], environ=os.environ) -> bool:
 
 def run(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
-    maybe_initialize_distributed(argv)
+    if _wants_help(argv[1:]):  # help starts no jax.distributed
+        while DISTRIBUTED_FLAG in argv:
+            argv.remove(DISTRIBUTED_FLAG)
+        if len(argv) < 2 or argv[1] in HELP_FLAGS:
+            print(__doc__.strip())
+            raise SystemExit(0)
+    else:
+        maybe_initialize_distributed(argv)
     if len(argv) < 2 or argv[1] not in COMMANDS:
-        print(f"usage: purl-jax {{{','.join(COMMANDS)}}} [flags]", file=sys.stderr)
+        print(f"usage: purl-jax {{{','.join(COMMANDS)}}} [flags]\n(purl-jax --help for more)",
+              file=sys.stderr)
         raise SystemExit(2)
+    if argv[1] == "models" and _wants_help(argv[2:]):
+        print(command_help("models"))
+        raise SystemExit(0)
     COMMANDS[argv[1]](argv[1:])
 
 

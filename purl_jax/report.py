@@ -64,7 +64,8 @@ def versions() -> dict[str, str]:
 def load_result(workdir: str | os.PathLike) -> dict:
     path = files.path(workdir) / "result.json"
     if not path.exists():
-        raise ReportError(f"{path} not found: run `purl-jax prune --workdir {workdir}` first")
+        raise ReportError(f"{path} not found: run `purl-jax prune --config CONFIG --workdir {workdir}` "
+                          "first (CONFIG: a configs/*_purl.py or *_constrained.py file)")
     return json.loads(path.read_text())
 
 

@@ -34,8 +34,9 @@ def main() -> None:
 
     config = train.load_config(args.config, overrides)
     config.dense_checkpoint = args.dense
-    model, _, splits, graph = train.setup(config)
-    variables = train.load_dense(config, tempfile.mkdtemp())
+    parts = train.setup(config)
+    model, _, splits, graph = parts
+    variables = train.load_dense(config, tempfile.mkdtemp(), parts=parts)  # the data loaded once
     base = init_masks(variables["params"], graph, MaskPolicy(**dict(config.mask_policy)))
     reward = reward_subset(splits, config.prune.reward_set_size, config.seed)
     rows = []

@@ -43,7 +43,15 @@ from purl_jax.masks import (
 )
 from purl_jax.models import available_models, get_model, register
 from purl_jax.report import write_report
-from purl_jax.train import evaluate_dataset, fit, load_dense, setup, train_and_evaluate
+from purl_jax.train import (
+    base_config,
+    evaluate_dataset,
+    fit,
+    load_config,
+    load_dense,
+    setup,
+    train_and_evaluate,
+)
 
 __version__ = "0.1.0"
 
@@ -54,6 +62,7 @@ _LAZY = {
     "register_algorithm": "purl_jax.search",
     "PruneError": "purl_jax.search",
     "purl_search": "purl_jax.search",
+    "purl_defaults": "purl_jax.search",
     "PruningEnv": "purl_jax.env",
     "RewardSpec": "purl_jax.env",
     "hinge_reward": "purl_jax.env",
@@ -71,6 +80,13 @@ _LAZY = {
 }
 
 
+__all__ = sorted(
+    [name for name, value in globals().items()
+     if not name.startswith("_") and getattr(value, "__module__", "").startswith("purl_jax")]
+    + list(_LAZY)
+)
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
@@ -78,4 +94,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(set(globals()) | set(_LAZY))

@@ -28,17 +28,21 @@ def _check(sparsity: float) -> None:
 
 
 def uniform(params: Any, masks: Masks, graph: Graph, sparsity: float, **_) -> Masks:
+    """The same share ``sparsity`` pruned by magnitude in every masked layer."""
     _check(sparsity)
     return magnitude_masks(params, masks, graph, float(sparsity))
 
 
 def global_magnitude(params: Any, masks: Masks, graph: Graph, sparsity: float, **_) -> Masks:
+    """One magnitude threshold over all masked layers, pruning ``sparsity`` of their weights."""
     _check(sparsity)
     return global_magnitude_masks(params, masks, graph, sparsity)
 
 
 def global_min(params: Any, masks: Masks, graph: Graph, sparsity: float, *,
                min_keep_fraction: float = 0.0005, **_) -> Masks:
+    """Global magnitude where every layer keeps at least ``min_keep_fraction`` of the
+    masked weights (of the network), so no layer is emptied."""
     _check(sparsity)
     return global_magnitude_masks(params, masks, graph, sparsity, min_keep_fraction=min_keep_fraction)
 
@@ -60,6 +64,8 @@ def random_ratios(sizes: np.ndarray, sparsity: float, seed: int) -> np.ndarray:
 
 def random_allocation(params: Any, masks: Masks, graph: Graph, sparsity: float, *,
                       seed: int = 0, **_) -> Masks:
+    """Random per-layer ratios (``random_ratios``) at overall ``sparsity``, by magnitude
+    within each layer."""
     _check(sparsity)
     layers = masked_layers(masks, graph)
     ratios = random_ratios(np.array([l.params for l in layers]), sparsity, seed)

@@ -134,15 +134,41 @@ def checked(cost: Callable[[Masks], Any], name: str = "cost") -> CostFn:
     return wrapped
 
 
-_COSTS = {"params", "flops", "latency"}
+COSTS = ("params", "flops", "latency", "layer_latency")  # the names ``get_cost`` builds
+
+
+def _cost_factory(name: str) -> Callable:
+    """The function ``"package.module:factory"`` names."""
+    module, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise BudgetError(f"cost {name!r}: cannot import the cost factory: {e}") from None
+    if not callable(factory):
+        raise BudgetError(f"cost {name} must be a function returning cost(masks), got {factory!r}")
+    return factory
+
+
+def check_cost(name: str | Callable) -> None:
+    """``BudgetError`` (its message starting with "cost") unless ``get_cost`` can build
+    ``name``: a callable, one of ``COSTS`` or an importable ``"package.module:factory"``.
+    Cheap: configs are checked with it before any training."""
+    if callable(name):
+        return
+    if isinstance(name, str) and ":" in name:
+        _cost_factory(name)
+    elif name not in COSTS:
+        raise BudgetError(f"cost must be one of {list(COSTS)}, a callable or "
+                          f"'package.module:factory'; got the unknown cost {name!r}")
 
 
 def get_cost(name: str | Callable, *, model=None, variables=None, graph: Graph | None = None,
              input_shape=None, **kwargs) -> CostFn:
-    """A cost by name ("params", "flops", "latency"), a user callable, or, for configs (a
-    ConfigDict holds no callable), ``"package.module:factory"``: an importable function
-    called with ``model, variables, graph, input_shape`` that returns the cost callable.
-    Always checked."""
+    """A cost by name (``COSTS``: "params", "flops", "latency", "layer_latency"), a user
+    callable, or, for configs (a ConfigDict holds no callable), ``"package.module:factory"``:
+    an importable function called with ``model, variables, graph, input_shape`` that
+    returns the cost callable. Always checked."""
+    check_cost(name)
     if callable(name):
         return checked(name, getattr(name, "__name__", "cost"))
     if name == "params":
@@ -151,17 +177,12 @@ def get_cost(name: str | Callable, *, model=None, variables=None, graph: Graph |
         return checked(flops_cost(graph, **kwargs), name)
     if name == "latency":
         return checked(latency_cost(model, variables, input_shape, **kwargs), name)
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise BudgetError(f"cannot import the cost factory {name!r}: {e}") from None
-        if not callable(factory):
-            raise BudgetError(f"{name} must be a function returning cost(masks), got {factory!r}")
-        cost = factory(model=model, variables=variables, graph=graph, input_shape=input_shape)
-        if not callable(cost):
-            raise BudgetError(f"{name} must return a callable cost(masks), got {cost!r}")
-        return checked(cost, name)
-    raise BudgetError(f"unknown cost {name!r}; use one of {sorted(_COSTS)}, a callable or "
-                      "'package.module:factory'")
+    if name == "layer_latency":
+        from purl_jax.constrained import layer_latency_cost  # it imports this module
+
+        return checked(layer_latency_cost(graph, **kwargs), name)
+    cost = _cost_factory(name)(model=model, variables=variables, graph=graph,
+                               input_shape=input_shape)
+    if not callable(cost):
+        raise BudgetError(f"{name} must return a callable cost(masks), got {cost!r}")
+    return checked(cost, name)

@@ -102,11 +102,17 @@ def restore_variables(directory: str | os.PathLike, reference: dict) -> tuple[di
     """
     directory = files.path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"no checkpoint folder {directory}")
+        raise CheckpointError(
+            f"no checkpoint folder {directory}: config.dense_checkpoint must be a `purl-jax train "
+            "--workdir` folder or a prune run's dense/ subfolder; the checkpoints are read from "
+            "its checkpoints/train")
     with manager(directory, read_only=True) as mngr:
         step = mngr.latest_step()
         if step is None:
-            raise CheckpointError(f"no checkpoint in {directory}")
+            raise CheckpointError(
+                f"no checkpoint in {directory}: config.dense_checkpoint must be a `purl-jax train "
+                "--workdir` folder or a prune run's dense/ subfolder whose training has saved a "
+                "checkpoint in its checkpoints/train")
         out = mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
     state = out["state"]

@@ -2,13 +2,15 @@
 
 An episode visits the prunable layers first to last, one step each. The action is the
 fraction of the layer's weights to prune, by magnitude inside the layer (``"layer"``),
-or one keep value per output channel of a channel group (``"channel"``: structured;
-values below 0.5 are pruned). The state is the layer's static features (shared with the
-PuRL environment, ``env.layer_features``) and the sum of the previous actions. At the end
-of the episode the reward is the accuracy on a held-out reward set (validation split) and
-the cost is any budget function of the masks (kept params, FLOPs, measured latency, a
-user callable), relative to the dense model. ``N`` environments run in parallel (vmap);
-their ``N`` end-of-episode candidates are scored by one ``evaluate_stacked`` call.
+one keep value per output channel of a channel group (``"channel"``: structured;
+values below 0.5 are pruned), or the fraction of a channel group's channels to prune,
+those of least L1 norm (``"channel_l1"``: structured, AMC-style). The state is the
+layer's static features (shared with the PuRL environment, ``env.layer_features``) and
+the sum of the previous actions. At the end of the episode the reward is the accuracy on
+a held-out reward set (validation split) and the cost is any budget function of the masks
+(kept params, FLOPs, measured latency, a user callable), relative to the dense model.
+``N`` environments run in parallel (vmap); their ``N`` end-of-episode candidates are
+scored by one ``evaluate_stacked`` call.
 
 Feasibility is guaranteed, not only expected:
 
@@ -42,7 +44,7 @@ import numpy as np
 from tqdm import trange
 
 from purl_jax import baselines, files
-from purl_jax.budgets import BudgetError, CostFn, call_seconds, time_call, within_budget
+from purl_jax.budgets import BudgetError, CostFn, call_seconds, check_cost, time_call, within_budget
 from purl_jax.env import layer_features
 from purl_jax.graph import Graph
 from purl_jax.masks import (
@@ -59,6 +61,33 @@ SELECT = ("reward", "finetuned")  # how ``prune.select`` picks the returned cand
 CLAMP_MARGIN = 1e-3  # relative to the budget
 ScoreFn = Callable[[Masks, int], np.ndarray]  # (stacked masks [K, ...], iteration) -> accuracy[K]
 SelectFn = Callable[[Masks], np.ndarray]  # stacked masks [K, ...] -> score[K], higher is better
+
+
+# -- settings checks: each message starts with the ``config.prune`` field's name, so
+# ``check_config`` runs them before any training and adds the ``prune.`` prefix ----------
+
+def check_action(action: str) -> None:
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+
+
+def check_max_fraction(max_fraction: float) -> None:
+    if not 0.0 < max_fraction <= 1.0:
+        raise ValueError(f"max_fraction must lie in (0, 1] (the largest share of a layer or "
+                         f"channel group pruned), got {max_fraction}")
+
+
+def check_start(start: str, action: str) -> None:
+    if start == "global" and action != "layer":
+        raise ValueError(f'start="global" needs action="layer", not {action!r}')
+
+
+def check_budget_value(budget: float, name: str = "budget") -> None:
+    """``BudgetError`` for a budget no cost can mean: not a finite number > 0."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.number)) \
+            or not math.isfinite(budget) or budget <= 0:
+        raise BudgetError(f"{name} must be a finite number > 0 (a cost relative to the dense "
+                          f"model's: 0.1 = at most 10% of it), got {budget!r}")
 
 
 # -- the problem: what one step prunes ---------------------------------------------------
@@ -115,10 +144,8 @@ def make_problem(params: Any, graph: Graph, base_masks: Masks, *, action: str = 
     ``"channel"`` by the policy's keep value per channel (the paper's filter-wise variant),
     ``"channel_l1"`` by one fraction per group applied to the channels of least L1 norm
     (AMC-style; uniform L1 pruning is one point of its action space)."""
-    if action not in ACTIONS:
-        raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
-    if not 0.0 < max_fraction <= 1.0:
-        raise ValueError(f"max_fraction must lie in (0, 1], got {max_fraction}")
+    check_action(action)
+    check_max_fraction(max_fraction)
     if action == "layer":
         layers = masked_layers(base_masks, graph)
         if not layers:
@@ -224,8 +251,7 @@ def global_start(problem: Problem, cost_fn: CostFn, budget: float, iterations: i
     """Global magnitude pruning's per-layer fractions at the least threshold whose
     *measured* cost meets ``budget`` (bisection): a warm start (``start="global"``) that
     begins the search from the strongest simple baseline instead of the uniform allocation."""
-    if problem.action != "layer":
-        raise ValueError(f'start="global" needs action="layer", not {problem.action!r}')
+    check_start("global", problem.action)
     build = _jitted_build(problem)
     scores = jnp.zeros((problem.num_steps, problem.action_dim))
 
@@ -263,8 +289,7 @@ def at_budget(make: Callable[[float], Masks], cost_fn: CostFn, budget: float,
 
 def check_budget(model: CostModel, budget: float, cost_name: str = "cost") -> None:
     """A clear error before any search when no mask can meet ``budget``."""
-    if not math.isfinite(budget):
-        raise BudgetError(f"budget must be finite, got {budget}")
+    check_budget_value(budget)
     if not within_budget(model.floor, budget):
         raise BudgetError(
             f"budget {budget:g} on {cost_name} is unreachable: pruning everything the mask policy "
@@ -451,12 +476,16 @@ class SearchConfig:
         if self.start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
         if self.start == "global" and self.ppo.init_action:
-            raise ValueError('start="global" sets the initial policy itself; leave ppo.init_action at 0')
+            raise ValueError('start="global" sets the initial policy itself: ppo.init_action '
+                             f"must be 0, got {self.ppo.init_action}")
         if self.anchor < 0 or (self.anchor > 0 and self.start != "global"):
             raise ValueError(f'anchor must be >= 0, and > 0 only with start="global"; got {self.anchor} '
                              f"with start={self.start!r}")
-        if self.iterations < 1 or self.num_envs < 1 or self.select_candidates < 1:
-            raise ValueError("iterations, num_envs and select_candidates must be >= 1")
+        # each message starts with the field's name (``check_config`` prefixes ``prune.``)
+        for name in ("iterations", "num_envs", "clip_every", "checkpoint_every", "select_candidates"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
     def clip(self, iteration: int) -> float:
         return min(self.clip_start + self.clip_step * iteration / self.clip_every, 1.0)
@@ -823,22 +852,39 @@ def select_function(config: Any, model: Any, variables: dict, splits: Any,
 
 
 def check_config(p: Any, seed: int = 0) -> None:
-    """``ValueError`` for a ``config.prune`` no constrained search can run."""
+    """``ValueError`` naming the ``prune.`` field, for a ``config.prune`` no constrained
+    search can run: the checks ``run_constrained`` makes, run before any training."""
     if p.select not in SELECT:
         raise ValueError(f"prune.select must be one of {SELECT}, got {p.select!r}")
     if p.select == "finetuned" and (p.select_candidates < 2 or p.select_steps < 1):
         raise ValueError('prune.select = "finetuned" needs select_candidates >= 2 and '
                          f"select_steps >= 1, got {p.select_candidates} and {p.select_steps}")
-    search_config(p, p.budget, seed)
+    try:  # every message below starts with the field's name
+        check_action(p.action)
+        check_max_fraction(p.max_fraction)
+        check_start(p.start, p.action)
+        check_cost(p.cost)
+        check_budget_value(p.budget)
+        for b in p.budgets:
+            check_budget_value(b, "budgets entries")
+        search_config(p, p.budget, seed)
+    except ValueError as e:
+        raise type(e)(f"prune.{e}") from None
 
 
 def search_config(p: Any, budget: float, seed: int) -> SearchConfig:
+    """The ``SearchConfig`` of ``config.prune`` at ``budget``; a ``ValueError`` names the
+    field (without the ``prune.`` prefix)."""
     ppo = dict(p.ppo)
     ppo["hidden"] = tuple(ppo["hidden"])
+    try:
+        ppo = PPOConfig(**ppo)
+    except ValueError as e:  # its messages start with the field's name
+        raise ValueError(f"ppo.{e}") from None
     return SearchConfig(budget=float(budget), iterations=p.iterations, num_envs=p.num_envs,
                         feasibility=p.feasibility, clip_start=p.clip_start, clip_step=p.clip_step,
                         clip_every=p.clip_every, checkpoint_every=p.checkpoint_every, seed=seed,
-                        start=p.start, anchor=p.anchor, fill=p.fill, ppo=PPOConfig(**ppo),
+                        start=p.start, anchor=p.anchor, fill=p.fill, ppo=ppo,
                         select_candidates=p.select_candidates if p.select == "finetuned" else 1)
 
 
@@ -872,11 +918,8 @@ def run_constrained(ctx) -> dict:
     policy = MaskPolicy(**dict(config.mask_policy))
     problem = make_problem(params, ctx.graph, ctx.base_masks, action=p.action, policy=policy,
                            max_fraction=p.max_fraction)
-    if p.cost == "layer_latency":
-        cost_fn = get_cost(layer_latency_cost(ctx.graph))
-    else:
-        cost_fn = get_cost(p.cost, model=ctx.model, variables=ctx.variables, graph=ctx.graph,
-                           input_shape=ctx.splits.input_shape)
+    cost_fn = get_cost(p.cost, model=ctx.model, variables=ctx.variables, graph=ctx.graph,
+                       input_shape=ctx.splits.input_shape)
     score_fn = score_function(config, ctx.model, ctx.variables, ctx.splits, ctx.reward_set, ctx.evaluator)
     select_fn = select_function(config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
     main = float(p.budget)

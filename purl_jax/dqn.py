@@ -124,10 +124,12 @@ class DQN:
         self.update, self._act = _compiled(self)
 
     def init(self, key: jax.Array) -> AgentState:
+        """Fresh Q-network parameters, its target copy, optimiser state and step 0."""
         params = self.network.init(key, jnp.zeros((1, self.obs_dim)))
         return AgentState(params, params, self.optimizer.init(params), jnp.zeros((), jnp.int32))
 
     def replay(self) -> Replay:
+        """An empty replay buffer of ``buffer_size`` transitions of this agent's shapes."""
         return replay_init(self.config.buffer_size, self.obs_dim)
 
     def __hash__(self) -> int:  # agents with equal settings share compiled functions
@@ -146,7 +148,8 @@ class DQN:
         random_action = jax.random.randint(action_key, (), 0, self.num_actions)
         return jnp.where(jax.random.uniform(explore_key) < epsilon, random_action, jnp.argmax(q))
 
-    def loss(self, params, target_params, batch: Transition) -> jax.Array:
+    def loss(self, params: Any, target_params: Any, batch: Transition) -> jax.Array:
+        """Mean Huber loss of the double-Q TD errors: online network selects, target evaluates."""
         q_tm1 = self.network.apply(params, batch.obs)
         q_t_selector = self.network.apply(params, batch.next_obs)
         q_t_value = self.network.apply(target_params, batch.next_obs)

@@ -84,8 +84,30 @@ class RewardSpec:
             raise EnvError(f"target sparsity must lie in (0, 1), got {self.target_sparsity}")
         if not 0.0 < self.target_accuracy <= 1.0:
             raise EnvError(f"target accuracy must lie in (0, 1], got {self.target_accuracy}")
-        if self.mode not in REWARD_MODES:
-            raise EnvError(f"reward mode must be one of {REWARD_MODES}, got {self.mode!r}")
+        check_reward_mode(self.mode)
+
+
+# Each settings check's message starts with the name of the ``config.prune`` field it
+# checks: ``search.validate`` runs them before any training and adds the ``prune.`` prefix.
+
+
+def check_reward_mode(mode: str) -> None:
+    """``EnvError`` unless ``mode`` is one of ``REWARD_MODES``."""
+    if mode not in REWARD_MODES:
+        raise EnvError(f"reward_mode must be one of {REWARD_MODES}, got {mode!r}")
+
+
+def check_action_mode(mode: str) -> None:
+    """``EnvError`` unless ``mode`` is one of ``ACTION_MODES``."""
+    if mode not in ACTION_MODES:
+        raise EnvError(f"action_mode must be one of {ACTION_MODES}, got {mode!r}")
+
+
+def check_passes(passes: int) -> None:
+    """``EnvError`` unless an episode visits every layer at least once."""
+    if not isinstance(passes, (int, np.integer)) or passes < 1:
+        raise EnvError(f"passes must be an integer >= 1 (visits of every layer per episode), "
+                       f"got {passes!r}")
 
 
 class EnvState(NamedTuple):
@@ -198,8 +220,7 @@ def layer_features(graph: Graph, layers: Sequence[Layer]) -> np.ndarray:
 def action_grid(mode: str, values: Sequence[float] | None) -> np.ndarray:
     """The discrete actions: alphas (``threshold``, ``global``), layer sparsities
     (``sparsity``) or factors on global magnitude's kept share (``anchored``)."""
-    if mode not in ACTION_MODES:
-        raise EnvError(f"action mode must be one of {ACTION_MODES}, got {mode!r}")
+    check_action_mode(mode)
     if values is None:
         values = {"sparsity": tuple(i / 20 for i in range(20)),
                   "anchored": DEFAULT_FACTORS}.get(mode, DEFAULT_ALPHAS)
@@ -255,8 +276,7 @@ class PruningEnv:
         self.layers = masked_layers(base_masks, graph)
         if not self.layers:
             raise EnvError("no masked layers: the mask policy excludes every layer")
-        if passes < 1:
-            raise EnvError(f"passes must be >= 1, got {passes}")
+        check_passes(passes)
         if not 0.0 < max_layer_sparsity <= 1.0:
             raise EnvError(f"max_layer_sparsity must lie in (0, 1], got {max_layer_sparsity}")
         self.graph, self.base_masks, self.reward = graph, base_masks, reward

@@ -314,7 +314,7 @@ class Evaluator:
         scores = self.evaluate_stacked(stacked, strategy="map")
         return Scores(scores.accuracy[0], scores.loss[0])
 
-    def evaluate_layer(self, masks: Masks, layer_name: str, layer_masks, *,
+    def evaluate_layer(self, masks: Masks, layer_name: str, layer_masks: jax.Array, *,
                        strategy: str | None = None) -> Scores:
         """Scores of K candidates equal to ``masks`` except for ``layer_name``'s kernel mask."""
         try:

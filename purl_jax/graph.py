@@ -25,6 +25,7 @@ import dataclasses
 import math
 from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -392,7 +393,7 @@ def _path_names(path) -> Path:
     return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def analyze(model, variables: Any, input_shape: Sequence[int]) -> Graph:
+def analyze(model: nn.Module, variables: Any, input_shape: Sequence[int]) -> Graph:
     """Traces ``model.apply(variables, x, train=False)`` for one example of ``input_shape``.
 
     ``variables`` may be concrete arrays or ``jax.ShapeDtypeStruct`` leaves (from

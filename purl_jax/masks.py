@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purl_jax.graph import Graph, Layer, Path
+from purl_jax.graph import ChannelGroup, Graph, Layer, Path
 
 Masks = Any  # a pytree like the params, bool leaves or None
 ChannelMasks = dict[str, jax.Array]  # group name -> bool[size]
@@ -332,7 +332,9 @@ def global_kept_shares(kernels: Sequence[jax.Array], sparsity: float) -> jax.Arr
 
 # -- structured (channel) masks ---------------------------------------------------------
 
-def prunable_groups(graph: Graph, policy: MaskPolicy = MaskPolicy()):
+def prunable_groups(graph: Graph, policy: MaskPolicy = MaskPolicy()) -> tuple[ChannelGroup, ...]:
+    """The channel groups whose producer layers ``policy`` all lets be pruned: a group
+    shared through a residual add is pruned together or not at all."""
     names = {layer.name for layer in policy.prunable(graph)}
     return tuple(g for g in graph.groups if all(p in names for p in g.producers))
 

@@ -216,6 +216,7 @@ class PPOLagrangian:
         self.imitate = jax.jit(self._imitate, static_argnums=3)
 
     def init(self, rng: jax.Array) -> AgentState:
+        """Fresh actor-critic parameters, optimiser state and Lagrange multiplier state."""
         params = jax.jit(self.network.init)(rng, jnp.zeros((1, self.obs_dim)))
         return AgentState(params, self.optimizer.init(params),
                           init_lagrange(self.cfg, self.dual_optimizer))

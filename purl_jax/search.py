@@ -4,8 +4,9 @@ Algorithms are looked up by ``config.prune.algorithm`` in a string registry, so 
 modules add their own (``register_algorithm("constrained", fn)``). An algorithm is
 ``fn(ctx: PruneContext) -> dict`` returning at least ``masks`` (a mask tree); everything
 else it returns that is JSON-able lands in the result. Built in: ``purl`` (DQN search,
-``purl_search``) and the magnitude baselines of ``purl_jax.baselines``, all fine-tuned
-the same way.
+``purl_search``), ``constrained`` (PPO-Lagrangian search under a cost budget,
+``purl_jax.constrained``) and the magnitude baselines of ``purl_jax.baselines``, all
+fine-tuned the same way.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from tqdm.auto import tqdm
 
 from purl_jax import baselines, files
 from purl_jax.budgets import flops_cost
-from purl_jax.data import Dataset, Splits, calibration_subset, reward_subset
+from purl_jax.data import DataError, Dataset, Splits, calibration_subset, reward_subset
 from purl_jax.dqn import DQN, DQNConfig, Transition, replay_add
-from purl_jax.env import EnvError, PruningEnv, RewardSpec, action_grid, hinge_reward
+from purl_jax.env import (EnvError, PruningEnv, RewardSpec, action_grid, check_action_mode,
+                          check_passes, check_reward_mode, hinge_reward)
 from purl_jax.graph import Graph
 from purl_jax.checkpoint import check_matches
 from purl_jax.export import ExportError, compact, save_export, sparse_storage
@@ -42,7 +44,11 @@ SELECT = ("reward", "projected", "finetuned")
 
 
 class PruneError(ValueError):
-    """A pruning config that cannot work; raised before any training or search."""
+    """A pruning config that cannot work. ``prune`` raises it before the dense model is
+    loaded or trained and before any search: from ``validate``, or from ``prune_context``
+    for what needs the data or the model (``prune.bn_calibration`` against the training
+    split, a mask policy that leaves no layer). Library calls (``purl_search``) raise it
+    for bad arguments."""
 
 
 @dataclasses.dataclass
@@ -102,10 +108,9 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
     episode, step), so a resumed run matches an uninterrupted one. In a multi-process run
     every process runs the same search and resumes from the same file; process 0 writes.
     """
-    if experience not in EXPERIENCE:
-        raise PruneError(f"experience must be one of {EXPERIENCE}, got {experience!r}")
-    if episodes < 1 or keep < 1:
-        raise PruneError(f"episodes and keep must be >= 1, got {episodes} and {keep}")
+    check_search(experience, episodes, checkpoint_every)
+    if keep < 1:
+        raise PruneError(f"keep must be >= 1, got {keep}")
     workdir = None if workdir is None else files.path(workdir)
     init_key, key = jax.random.split(jax.random.key(seed))
     dense_state = env.reset()
@@ -191,6 +196,15 @@ def purl_search(env: PruningEnv, agent: DQN, *, episodes: int, seed: int = 0,
         found["candidates"] = [({k: v for k, v in t.items() if k != "digest"}, env.masks_tree(env.replay(
             [int(np.abs(grid - a).argmin()) for a in t["actions"]]))) for t in top]
     return found
+
+
+def check_search(experience: str, episodes: int, checkpoint_every: int = 1) -> None:
+    """``purl_search``'s settings, each message starting with its ``config.prune`` field."""
+    if experience not in EXPERIENCE:
+        raise PruneError(f"experience must be one of {EXPERIENCE}, got {experience!r}")
+    for name, value in (("episodes", episodes), ("checkpoint_every", checkpoint_every)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise PruneError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _digest(layer_masks: Sequence[jax.Array]) -> str:
@@ -289,13 +303,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 < p.target_sparsity < 1.0:
         raise PruneError(f"prune.target_sparsity must lie in (0, 1), got {p.target_sparsity}")
     if p.algorithm == "purl":
+        try:  # the checks the search makes; each message starts with the field's name
+            check_action_mode(p.action_mode)
+            check_reward_mode(p.reward_mode)
+            check_passes(p.passes)
+            check_search(p.experience, p.episodes, p.checkpoint_every)
+        except ValueError as e:
+            raise PruneError(f"prune.{e}") from None
         try:
             action_grid(p.action_mode, p.actions)
         except EnvError as e:
             raise PruneError(f"prune.actions: {e}") from None
         dqn_config(p.dqn)
-        if p.experience not in EXPERIENCE:
-            raise PruneError(f"prune.experience must be one of {EXPERIENCE}, got {p.experience!r}")
         if p.project not in (*baselines.PROJECTIONS, "none"):
             raise PruneError(f"prune.project must be one of {(*baselines.PROJECTIONS, 'none')}, "
                              f"got {p.project!r}")
@@ -344,18 +363,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise PruneError(f"prune.bn_calibration must be a number of training images >= 0, got {calibration!r}")
     if not 0 < p.reward_set_size <= config.validation_size:
         raise PruneError(
-            f"prune.reward_set_size={p.reward_set_size} must lie in (0, validation_size="
-            f"{config.validation_size}]: the reward set is drawn from the validation split")
+            f"prune.reward_set_size={p.reward_set_size} must lie in (0, config.validation_size="
+            f"{config.validation_size}]: the reward set is drawn from the validation split. Lower "
+            "prune.reward_set_size or raise config.validation_size (with config.dense_checkpoint, "
+            "the dense run must have been trained with at least that validation_size, or the "
+            "reward set would hold some of its training images)")
+
+
+def calibration_images(config: ml_collections.ConfigDict, splits: Splits) -> np.ndarray | None:
+    """The ``prune.bn_calibration`` training images (None when 0); a ``PruneError`` naming
+    the field when the training split holds fewer."""
+    n = config.prune.bn_calibration
+    if not n:
+        return None
+    try:
+        return calibration_subset(splits, n, config.seed)
+    except DataError as e:
+        raise PruneError(
+            f"prune.bn_calibration={n}: must be 0 (off) or a number of training images at most "
+            f"the {len(splits.train)} of {splits.name}'s training split") from e
 
 
 def reward_evaluator(config: ml_collections.ConfigDict, model: Any, variables: dict, splits: Splits,
-                     graph: Graph, reward_set: Dataset) -> Any:
+                     graph: Graph, reward_set: Dataset, calibration: np.ndarray | None = None) -> Any:
     """The search's evaluator on ``reward_set``; with ``prune.bn_calibration`` > 0 it
-    re-estimates each candidate's BatchNorm statistics on that many training images first."""
+    re-estimates each candidate's BatchNorm statistics on that many training images first
+    (``calibration``: those images, when drawn already by ``calibration_images``)."""
     from purl_jax.evaluator import Evaluator
 
-    n = config.prune.bn_calibration
-    calibration = calibration_subset(splits, n, config.seed) if n else None
+    if calibration is None:
+        calibration = calibration_images(config, splits)
     return Evaluator(model, variables, reward_set.images, reward_set.labels, graph=graph,
                      calibration_images=calibration)
 
@@ -417,12 +454,14 @@ def finetune(ctx: PruneContext, masks: Masks, workdir: epath.Path) -> tuple[dict
     on Zhu & Gupta's cubic ramp (``masks.gradual_ratios``), by magnitude of the weights
     fine-tuned so far, and fine-tunes ``finetune.epochs`` epochs; the last round reaches
     ``masks``' allocation (the same count per layer, chosen by the latest magnitudes) and
-    fine-tunes ``finetune.final_epochs`` epochs if that is set (> 0).
+    fine-tunes ``finetune.final_epochs`` epochs if that is set (> 0). Checkpoints go to
+    ``workdir/checkpoints/finetune``, a gradual round's to ``workdir/round_<r>/checkpoints/finetune``.
     """
     config, trainer = ctx.config, ctx.trainer or _trainer()
     run = lambda variables, m, where, desc, cfg: trainer.fit(
         ctx.model, variables, ctx.splits, cfg, masks=m, workdir=where, seed=config.seed,
-        desc=desc, augment=trainer.get_augment(config), teacher=ctx.variables)
+        desc=desc, augment=trainer.get_augment(config), teacher=ctx.variables,
+        checkpoint_name="finetune")
     rounds = config.finetune.rounds
     if rounds == 1:
         variables, history = run(ctx.variables, masks, workdir, "finetune", config.finetune)
@@ -452,12 +491,14 @@ def prune_context(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     if reward_finetune.needs_train_split(config):  # before the dense model is loaded or trained
         reward_finetune.check_train_split(splits)
     reward_set = reward_subset(splits, config.prune.reward_set_size, config.seed)
+    calibration = calibration_images(config, splits)  # its size is checked against the split
     base = init_masks(variables_init["params"], graph, MaskPolicy(**dict(config.mask_policy)))
     if not masked_layers(base, graph):
         raise PruneError("config.mask_policy leaves no layer to prune")
-    variables = trainer.load_dense(config, workdir)
+    # the parts loaded above, so the data is loaded once
+    variables = trainer.load_dense(config, workdir, parts=(model, variables_init, splits, graph))
     check_matches(variables, variables_init, where=config.dense_checkpoint or str(workdir / "dense"))
-    evaluator = reward_evaluator(config, model, variables, splits, graph, reward_set)
+    evaluator = reward_evaluator(config, model, variables, splits, graph, reward_set, calibration)
     return PruneContext(config, workdir, model, variables, splits, graph, base, reward_set,
                         evaluator, trainer)
 

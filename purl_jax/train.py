@@ -8,7 +8,7 @@ one device this is plain single-device training. In a multi-process run (a TPU V
 ``jax.distributed``) the mesh spans every process's devices and each process feeds the
 rows of the global batch that its own devices hold. With a ``workdir`` (local or
 ``gs://``) the run writes ``metrics.jsonl`` (process 0) and orbax checkpoints (all
-processes) in ``workdir/checkpoints/<desc>`` and resumes from them (mid-epoch too:
+processes) in ``workdir/checkpoints/<checkpoint_name>`` and resumes from them (mid-epoch too:
 batches are deterministic per (seed, epoch)). Datasets too large for memory (ImageNet) are
 ``StreamedDataset``s: training and evaluation read them batch by batch, the same way.
 """
@@ -68,9 +68,15 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
             raise flags.Error("expected --config.<field>=<value>")
         config_flags.DEFINE_config_dict("config", config, flag_values=values, sys_argv=argv)
         values(argv)
-    except (flags.Error, AttributeError) as e:
-        unknown = "unknown field " if isinstance(e, AttributeError) else ""
-        raise ValueError(f"bad config override in {list(overrides)}: {unknown}{e}") from None
+    except (flags.Error, AttributeError, KeyError) as e:
+        message, unknown = str(e), ""
+        if isinstance(e, (AttributeError, KeyError)):  # ml_collections: AttributeError(KeyError(text))
+            while e.args and isinstance(e.args[0], BaseException):
+                e = e.args[0]
+            text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+            message = ". ".join(line.strip() for line in text.splitlines() if line.strip())
+            unknown = "unknown field "
+        raise ValueError(f"bad config override in {list(overrides)}: {unknown}{message}") from None
     return values.config
 
 
@@ -325,16 +331,20 @@ def _log(workdir: epath.Path | None, record: dict) -> None:
 def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.ConfigDict, *,
         masks: Masks = None, workdir: str | os.PathLike | None = None, seed: int = 0,
         desc: str = "train", augment: Augment | None = None,
-        teacher: Mapping | None = None) -> tuple[dict, list[dict]]:
+        teacher: Mapping | None = None, checkpoint_name: str = "train") -> tuple[dict, list[dict]]:
     """Trains ``variables`` for ``cfg.epochs`` on ``data.train``; returns the final variables
     (masked when ``masks`` is given) and one metrics dict per epoch (with validation).
 
     ``cfg.distill`` > 0 (a fine-tuning recipe's option) distils from ``teacher``, by
     default the unmasked ``variables`` given: for fine-tuning, the dense model.
 
-    With ``workdir``, checkpoints go to ``workdir/checkpoints/<desc>`` and a run that finds
-    one there resumes from it; epoch metrics are appended to ``workdir/metrics.jsonl``.
+    With ``workdir``, checkpoints go to ``workdir/checkpoints/<checkpoint_name>`` (a plain
+    folder name: no path separator or whitespace) and a run that finds one there resumes from
+    it; epoch metrics are appended to ``workdir/metrics.jsonl``. ``desc`` only labels the
+    progress bar and the metrics records.
     """
+    if checkpoint_name in ("", ".", "..") or any(c in "/\\" or c.isspace() for c in checkpoint_name):
+        raise ValueError(f"checkpoint_name must be a plain folder name, got {checkpoint_name!r}")
     share = cfg.get("distill", 0.0)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"distill must be in [0, 1], got {share}")
@@ -362,7 +372,7 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
     mngr = None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        mngr = ckpt.manager(workdir / "checkpoints" / desc)
+        mngr = ckpt.manager(workdir / "checkpoints" / checkpoint_name)
         restored = ckpt.restore(mngr, dict(state, masks=ckpt.flat_masks(masks)))
         if restored is not None:
             state, meta = restored
@@ -370,7 +380,8 @@ def fit(model: nn.Module, variables: Mapping, data: Splits, cfg: ml_collections.
             if masks is not None and not all(  # same layers, else restore has raised
                     np.array_equal(saved_masks[k], v) for k, v in ckpt.flat_masks(masks).items()):
                 raise ckpt.CheckpointError(
-                    f"{workdir / 'checkpoints' / desc} was made with other masks; use another workdir")
+                    f"{workdir / 'checkpoints' / checkpoint_name} was made with other masks; "
+                    "use another workdir")
             history = meta["history"]
     meta_config = json.loads(cfg.to_json_best_effort())
 
@@ -448,7 +459,7 @@ def get_augment(config: ml_collections.ConfigDict) -> Augment | None:
 def setup(config: ml_collections.ConfigDict) -> tuple[nn.Module, dict, Splits, Graph]:
     """The model, its initial variables (from ``config.seed``), the data and the graph."""
     splits = load_dataset(config.dataset, data_dir=config.data_dir,
-                          validation_size=config.validation_size, seed=config.split_seed,
+                          validation_size=config.validation_size, split_seed=config.split_seed,
                           pad_to=config.pad_to, image_size=config.image_size)
     model = get_model(config.model, num_classes=splits.num_classes, **dict(config.model_kwargs))
     variables = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, *splits.input_shape)))
@@ -464,7 +475,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     files.write_text(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
     start = time.time()
     variables, history = fit(model, variables, splits, config.train, workdir=workdir,
-                             seed=config.seed, desc="train", augment=get_augment(config))
+                             seed=config.seed, desc="train", augment=get_augment(config),
+                             checkpoint_name="train")
     test = evaluate_dataset(model, variables, splits.test, batch_size=config.train.eval_batch_size)
     result = dict(model=config.model, dataset=config.dataset, epochs=config.train.epochs,
                   test_accuracy=test["accuracy"], test_loss=test["loss"],
@@ -505,11 +517,16 @@ def check_dense_split(config: ml_collections.ConfigDict, dense_dir: str | os.Pat
             "training data. Use the dense run's dataset, split_seed and validation_size.")
 
 
-def load_dense(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+def load_dense(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+               parts: tuple | None = None) -> dict:
     """The trained dense variables: from ``config.dense_checkpoint`` (a ``purl-jax train``
-    workdir) when set, otherwise trained now in ``workdir/dense`` (resumable)."""
+    workdir) when set, otherwise trained now in ``workdir/dense`` (resumable).
+
+    ``parts``: what ``setup(config)`` returned (model, initial variables, splits, graph),
+    when the caller has it already, so the data is not loaded a second time; without it
+    ``setup(config)`` is called here."""
     check_dense_split(config, config.dense_checkpoint or files.path(workdir) / "dense")
-    parts = setup(config)
+    parts = parts or setup(config)
     if config.dense_checkpoint:
         where = files.path(config.dense_checkpoint) / "checkpoints" / "train"
         variables, meta = ckpt.restore_variables(where, parts[1])

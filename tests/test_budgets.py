@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -61,6 +62,19 @@ def test_user_cost_is_checked_and_nan_names_it():
 def test_unknown_cost_name():
     with pytest.raises(B.BudgetError, match="unknown cost 'energy'"):
         B.get_cost("energy")
+
+
+def test_unknown_cost_lists_every_name_a_config_accepts():
+    with pytest.raises(B.BudgetError) as e:
+        B.check_cost("flop")
+    assert "'layer_latency'" in str(e.value)
+    for name in B.COSTS:  # listed from the names get_cost builds
+        assert repr(name) in str(e.value)
+        B.check_cost(name)
+    _, _, graph, _ = built("lenet5")
+    cost = B.get_cost("layer_latency", graph=graph, batch_size=1, repeats=1, levels=2,
+                      clock=lambda fn, args: 1.0)
+    assert cost(jax.tree.map(lambda _: None, built("lenet5")[1]["params"])) == pytest.approx(1.0)
 
 
 def test_config_names_a_cost_factory_by_import_path(tmp_path, monkeypatch):

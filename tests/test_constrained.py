@@ -477,7 +477,7 @@ def _fake_trainer():
     fits = []
 
     def fit(model, variables, data, cfg, *, masks=None, workdir=None, seed=0, desc="train",
-            augment=None, teacher=None):
+            augment=None, teacher=None, checkpoint_name="train"):
         fits.append(dict(workdir=workdir, augment=augment))
         return {**variables, "params": apply_masks(variables["params"], masks)}, []
 
@@ -488,7 +488,7 @@ def _fake_trainer():
 
     return types.SimpleNamespace(
         setup=lambda config: (model, variables, splits, analyze(model, variables, (28, 28, 1))),
-        load_dense=lambda config, workdir: variables, fit=fit, evaluate_dataset=evaluate_dataset,
+        load_dense=lambda config, workdir, parts=None: variables, fit=fit, evaluate_dataset=evaluate_dataset,
         get_augment=lambda config: "the-augment", fits=fits)
 
 
@@ -551,6 +551,53 @@ def test_a_bad_front_baseline_fails_before_any_work(tmp_path, front_baselines, r
     trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
     with pytest.raises(PruneError, match=match):
         prune(config, tmp_path, trainer=trainer)
+
+
+@pytest.mark.parametrize("change, field, allowed", [
+    ({"cost": "flop"}, "prune.cost", "'layer_latency'"),  # a typo of "flops"
+    ({"cost": "no_such_module_xyz:make"}, "prune.cost", "cannot import"),
+    ({"action": "chanel"}, "prune.action", "('layer', 'channel', 'channel_l1')"),
+    ({"budget": 0.0}, "prune.budget", "> 0"),
+    ({"budget": -1.0}, "prune.budget", "> 0"),
+    ({"budgets": (0.5, 0.0)}, "prune.budgets", "> 0"),
+    ({"max_fraction": 0.0}, "prune.max_fraction", "(0, 1]"),
+    ({"iterations": 0}, "prune.iterations", ">= 1"),
+    ({"num_envs": 0}, "prune.num_envs", ">= 1"),
+    ({"clip_every": 0}, "prune.clip_every", ">= 1"),
+    ({"checkpoint_every": 0}, "prune.checkpoint_every", ">= 1"),
+    ({"start": "global", "action": "channel"}, 'prune.start="global"', 'action="layer"'),
+    ({"ppo.lagrangian": "nope"}, "prune.ppo.lagrangian", "must be one of"),
+])
+def test_bad_constrained_settings_fail_before_any_work_naming_the_field(tmp_path, change, field, allowed):
+    from purl_jax.search import PruneError, prune
+    from purl_jax.train import base_config
+
+    trainer, calls = _fake_trainer(), []
+    setup, load_dense = trainer.setup, trainer.load_dense
+    trainer.setup = lambda config: calls.append("setup") or setup(config)
+    trainer.load_dense = lambda config, workdir, parts=None: calls.append("load_dense") or load_dense(
+        config, workdir, parts=parts)
+    config = base_config()
+    config.model, config.validation_size = "lenet_300_100", 64
+    config.mask_policy = dict(exclude_first=False, exclude_last=False, exclude=())
+    config.prune = c.constrained_defaults(0.3, iterations=2, num_envs=4)
+    config.prune.update(reward_set_size=32, progress=False, baseline_curves=False)
+    config.prune.ppo.update(epochs=1, num_minibatches=1)
+    for key, value in change.items():
+        *parents, leaf = key.split(".")
+        node = config.prune
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    with pytest.raises(PruneError) as e:
+        prune(config, tmp_path, trainer=trainer)
+    assert str(e.value).startswith(field) and allowed in str(e.value)
+    assert not calls and not (tmp_path / "search").exists()
+
+
+def test_the_module_docstring_names_every_action():
+    for action in c.ACTIONS:
+        assert f'``"{action}"``' in c.__doc__, action
 
 
 @pytest.mark.parametrize("name, cost", [("global", "params"), ("random", "params"), ("uniform_l1", "flops")])

@@ -194,7 +194,7 @@ def test_load_tfds_reads_a_self_built_array_record_dataset(tiny_dir):
 
 
 def test_load_dataset_tfds_split_is_disjoint_and_deterministic(tiny_dir):
-    splits = D.load_dataset("tiny_digits", data_dir=tiny_dir, validation_size=10, seed=3)
+    splits = D.load_dataset("tiny_digits", data_dir=tiny_dir, validation_size=10, split_seed=3)
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (30, 10, 12)
     assert splits.num_classes == 3 and splits.input_shape == (6, 6, 1)
 
@@ -205,9 +205,9 @@ def test_load_dataset_tfds_split_is_disjoint_and_deterministic(tiny_dir):
     assert sorted([*train, *validation]) == list(range(40))
     assert np.array_equal(splits.validation.labels, validation % 3)
     assert abs(splits.train.images.mean()) < 1e-5 and abs(splits.train.images.std() - 1) < 1e-4
-    again = D.load_dataset("tiny_digits", data_dir=tiny_dir, validation_size=10, seed=3)
+    again = D.load_dataset("tiny_digits", data_dir=tiny_dir, validation_size=10, split_seed=3)
     assert np.array_equal(again.validation.images, splits.validation.images)
-    other = D.load_dataset("tiny_digits", data_dir=tiny_dir, validation_size=10, seed=4)
+    other = D.load_dataset("tiny_digits", data_dir=tiny_dir, validation_size=10, split_seed=4)
     assert not np.array_equal(index(other.validation), validation)
 
 
@@ -321,7 +321,7 @@ class TinyPhotos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 def photos(tmp_path_factory) -> D.Splits:
     data_dir = tmp_path_factory.mktemp("tfds_photos")
     TinyPhotos(data_dir=data_dir, file_format="array_record").download_and_prepare()
-    return D.load_dataset("tiny_photos", data_dir=data_dir, validation_size=10, seed=3, image_size=8)
+    return D.load_dataset("tiny_photos", data_dir=data_dir, validation_size=10, split_seed=3, image_size=8)
 
 
 def _photo_index(splits: D.Splits, images: np.ndarray) -> np.ndarray:

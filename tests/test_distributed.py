@@ -173,7 +173,7 @@ def run():  # dense training, then masked fine-tuning, as `purl-jax prune` does
     dense, h1 = train.fit(model, variables, data, tiny_cfg(epochs=2), seed=1, **kwargs)
     masks = magnitude_masks(dense["params"], init_masks(dense["params"], graph), graph, 0.5)
     tuned, h2 = train.fit(model, dense, data, tiny_cfg(epochs=1), masks=masks, seed=1,
-                          desc="finetune", **kwargs)
+                          desc="finetune", checkpoint_name="finetune", **kwargs)
     test = train.evaluate_dataset(model, tuned, data.test, masks=masks, batch_size=8)
     return [*jax.tree.leaves(dense), *jax.tree.leaves(tuned),
             np.array([h1[-1]["val_loss"], h2[-1]["val_loss"], test["loss"]])]

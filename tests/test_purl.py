@@ -369,11 +369,11 @@ def fake_trainer(dense_features=(16, 8)):
         model, variables = init((16, 8))
         return model, variables, splits, analyze(model, variables, (28, 28, 1))
 
-    def load_dense(config, workdir):
+    def load_dense(config, workdir, *, parts=None):
         return init(dense_features)[1]
 
     def fit(model, variables, data, cfg, *, masks=None, workdir=None, seed=0, desc="train",
-            augment=None, teacher=None):
+            augment=None, teacher=None, checkpoint_name="train"):
         from purl_jax.masks import apply_masks
         return {**variables, "params": apply_masks(variables["params"], masks)}, []
 
@@ -465,7 +465,8 @@ def test_fine_tuned_scores_on_a_streamed_split_fail_before_the_dense_model(tmp_p
         return model, variables, dataclasses.replace(splits, train=train), graph
 
     trainer.setup = streamed_setup
-    trainer.load_dense = lambda config, workdir: loaded.append(workdir)  # training it may take hours
+    # training it may take hours
+    trainer.load_dense = lambda config, workdir, parts=None: loaded.append(workdir)
     with pytest.raises(ValueError, match="held in memory"):
         prune(tiny_config(**options), tmp_path, trainer=trainer)
     assert not loaded and not (tmp_path / "search").exists()
@@ -491,6 +492,74 @@ def test_bad_input_fails_before_any_work(tmp_path, field, value, match):
     trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
     with pytest.raises(PruneError, match=match):
         prune(config, tmp_path, trainer=trainer)
+
+
+def _recording_trainer(calls):
+    """``fake_trainer`` that records its ``setup`` and ``load_dense`` calls."""
+    trainer = fake_trainer()
+    setup, load_dense = trainer.setup, trainer.load_dense
+    trainer.setup = lambda config: calls.append("setup") or setup(config)
+    trainer.load_dense = lambda config, workdir, parts=None: calls.append("load_dense") or load_dense(
+        config, workdir, parts=parts)
+    return trainer
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("reward_mode", "foo", "('dense', 'terminal')"),
+    ("passes", 0, ">= 1"),
+    ("episodes", 0, ">= 1"),
+    ("checkpoint_every", 0, ">= 1"),
+    ("experience", "some", "('taken', 'all_actions')"),
+    ("action_mode", "alpha", "('threshold', 'sparsity', 'global', 'anchored')"),
+])
+def test_bad_search_settings_fail_before_any_work_naming_the_field(tmp_path, field, value, allowed):
+    calls = []
+    with pytest.raises(PruneError) as e:
+        prune(tiny_config(**{field: value}), tmp_path, trainer=_recording_trainer(calls))
+    assert f"prune.{field} " in str(e.value) and allowed in str(e.value) and repr(value) in str(e.value)
+    assert not calls
+
+
+def test_bn_calibration_beyond_the_training_split_fails_before_the_dense_model(tmp_path):
+    calls = []
+    with pytest.raises(PruneError, match=r"prune\.bn_calibration=129.* at most the 128 ") as e:
+        prune(tiny_config(bn_calibration=129), tmp_path, trainer=_recording_trainer(calls))
+    assert calls == ["setup"] and "calibration_subset" not in str(e.value)
+    assert not (tmp_path / "search").exists()
+    from purl_jax.search import reward_evaluator
+
+    splits = fake_trainer().setup(None)[2]
+    with pytest.raises(PruneError, match="prune.bn_calibration"):  # a library caller alike
+        reward_evaluator(tiny_config(bn_calibration=129), None, None, splits, None, None)
+
+
+def test_a_too_large_reward_set_says_what_to_change():
+    with pytest.raises(PruneError) as e:
+        validate(tiny_config(reward_set_size=65))
+    for part in ("prune.reward_set_size=65", "config.validation_size=64", "Lower prune.reward_set_size",
+                 "raise config.validation_size", "with config.dense_checkpoint"):
+        assert part in str(e.value), part
+
+
+def test_a_missing_dense_checkpoint_says_what_config_dense_checkpoint_must_be(tmp_path):
+    from purl_jax.checkpoint import restore_variables
+
+    (tmp_path / "empty").mkdir()
+    for where, start in ((tmp_path / "nothing", "no checkpoint folder"),
+                         (tmp_path / "empty", "no checkpoint in")):
+        with pytest.raises(CheckpointError) as e:
+            restore_variables(where, {})
+        message = str(e.value)
+        assert message.startswith(start) and "config.dense_checkpoint" in message
+        assert "purl-jax train --workdir" in message and "dense/ subfolder" in message
+        assert "checkpoints/train" in message
+
+
+def test_the_module_docstring_names_every_built_in_search():
+    import purl_jax.search as search
+
+    assert "``purl``" in search.__doc__ and "``constrained``" in search.__doc__
+    assert {"purl", "constrained"} <= set(search._ALGORITHMS)
 
 
 def test_gradual_finetuning_ramps_to_the_searched_allocation(tmp_path):
@@ -623,3 +692,54 @@ def test_prune_streams_mock_imagenet_with_the_paper_config(mock_tfds, tmp_path):
                     strict=True):
         np.testing.assert_array_equal(a, b)
     assert runs[0]["pruned_test_accuracy"] == runs[1]["pruned_test_accuracy"]
+
+
+def test_gradual_finetuning_checkpoints_under_plain_folder_names(tmp_path):
+    """Round r checkpoints in ``finetune/round_<r>/checkpoints/finetune``: the bar's label
+    ("finetune r/R") made a folder with a space and a nested ``R/`` folder; a rerun resumes."""
+    from purl_jax import train
+
+    trainer = fake_trainer()
+    trainer.fit = train.fit  # really trains (and checkpoints) the tiny MLP
+    config = tiny_config("global_min")
+    config.finetune.update(rounds=3, epochs=1, batch_size=32, eval_batch_size=64,
+                           checkpoint_every_steps=0)
+    config.prune.baseline_curves = False
+    result = prune(config, tmp_path, trainer=trainer)
+    assert not [p for p in tmp_path.rglob("*") if " " in str(p.relative_to(tmp_path))]
+    rounds = sorted(p.name for p in (tmp_path / "finetune").iterdir())
+    assert rounds == ["round_1", "round_2", "round_3"]
+    for r in rounds:
+        assert [p.name for p in (tmp_path / "finetune" / r / "checkpoints").iterdir()] == ["finetune"]
+    assert [(h["round"], h["desc"]) for h in result["finetune_history"]] == [
+        (r, f"finetune {r}/3") for r in (1, 2, 3)]
+    metrics = lambda: [(tmp_path / "finetune" / r / "metrics.jsonl").read_text() for r in rounds]
+    before = metrics()
+    again = prune(config, tmp_path, trainer=trainer)  # every round restored, none trained again
+    assert metrics() == before
+    assert again["finetune_history"] == result["finetune_history"]
+
+
+def test_prune_loads_the_data_once(tmp_path, monkeypatch):
+    """``prune_context`` hands what its trainer's ``setup`` loaded to ``train.load_dense``,
+    whether it trains the dense model or restores it from ``config.dense_checkpoint``."""
+    from purl_jax import train
+
+    fake, calls = fake_trainer(), []
+
+    def setup(config):
+        calls.append(config.dense_checkpoint)
+        return fake.setup(config)
+
+    monkeypatch.setattr(train, "setup", setup)  # counted too, if load_dense loaded on its own
+    trainer = types.SimpleNamespace(setup=setup, load_dense=train.load_dense, fit=fake.fit,
+                                    evaluate_dataset=fake.evaluate_dataset,
+                                    get_augment=fake.get_augment)
+    config = tiny_config("global_min")
+    config.train.update(epochs=1, batch_size=32, eval_batch_size=64, checkpoint_every_steps=0)
+    config.prune.baseline_curves = False
+    prune(config, tmp_path / "a", trainer=trainer)  # trains the dense model in a/dense
+    assert calls == [""] and (tmp_path / "a" / "dense" / "checkpoints" / "train").is_dir()
+    config.dense_checkpoint = str(tmp_path / "a" / "dense")
+    prune(config, tmp_path / "b", trainer=trainer)
+    assert calls == ["", config.dense_checkpoint]

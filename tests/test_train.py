@@ -322,3 +322,36 @@ def test_data_parallel_two_devices_matches_one(tmp_path):
     assert result["one"].size > 1000
     np.testing.assert_allclose(result["two"], result["one"], rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(result["val"][1], result["val"][0], rtol=1e-4)
+
+
+def test_fit_checkpoints_under_checkpoint_name_not_its_label(tmp_path):
+    """``desc`` labels the bar and the metrics; the folder is ``checkpoint_name``."""
+    model, variables, graph = tiny_mlp()
+    masks = magnitude_masks(variables["params"], init_masks(variables["params"], graph), graph, 0.5)
+    fit = functools.partial(train_lib.fit, model, variables, tiny_splits(), tiny_cfg(epochs=1),
+                            masks=masks, workdir=tmp_path, desc="finetune 2/3")
+    _, history = fit(checkpoint_name="finetune")
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["finetune"]
+    assert not [p for p in tmp_path.rglob("*") if " " in str(p.relative_to(tmp_path))]
+    assert history[0]["desc"] == "finetune 2/3"
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    _, again = fit(checkpoint_name="finetune")  # resumed, finished: trains no further
+    assert again == history and (tmp_path / "metrics.jsonl").read_text().splitlines() == lines
+    for bad in ("finetune 2/3", "a/b", "", ".."):
+        with pytest.raises(ValueError, match="plain folder name"):
+            fit(checkpoint_name=bad)
+
+
+def test_load_dense_trains_on_the_parts_given(tmp_path, monkeypatch):
+    """With ``parts`` (what the caller's ``setup`` returned) the data is not loaded again."""
+    model, variables, graph = tiny_mlp()
+    parts = (model, variables, tiny_splits(), graph)
+    monkeypatch.setattr(train_lib, "setup", lambda config: pytest.fail("data loaded again"))
+    config = train_lib.base_config()
+    config.train.update(tiny_cfg(epochs=1).to_dict())
+    dense = train_lib.load_dense(config, tmp_path, parts=parts)
+    assert (tmp_path / "dense" / "checkpoints" / "train").is_dir()
+    config.dense_checkpoint = str(tmp_path / "dense")
+    restored = train_lib.load_dense(config, tmp_path / "unused", parts=parts)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(dense), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -29,6 +29,7 @@ def register(name: str, factory: ModelFactory) -> None:
 
 
 def available_models() -> list[str]:
+    """The registered model names, for ``get_model`` and configs' ``model`` field."""
     return sorted(_REGISTRY)
 
 

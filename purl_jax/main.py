@@ -117,15 +117,6 @@ def _config_file(argv: list[str]) -> str | None:
     return path
 
 
-def _override_error(e: BaseException) -> str:
-    """The readable message of an unknown ``--config.<field>``: ml_collections raises an
-    AttributeError around a KeyError whose message is the text (repr'd by ``str``)."""
-    while e.args and isinstance(e.args[0], BaseException):
-        e = e.args[0]
-    message = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-    return "unknown config field " + ". ".join(line.strip() for line in message.splitlines() if line.strip())
-
-
 def parse_config_flags(argv: list[str]):
     """(config, workdir) from ``--config FILE [--config.a.b=v ...] --workdir DIR``.
 
@@ -155,7 +146,9 @@ def parse_config_flags(argv: list[str]):
             raise flags.Error("--config and --workdir are required")
         values.config.get  # noqa: B018 (a config that failed to load raises its OSError on first use)
     except (AttributeError, KeyError) as e:  # --config.<unknown field>
-        _usage_error(argv[0], _override_error(e), e)
+        from purl_jax.train import unknown_field_message  # the error path only: train imports jax
+
+        _usage_error(argv[0], "unknown config field " + unknown_field_message(e), e)
     except (flags.Error, OSError) as e:
         _usage_error(argv[0], str(e), e)
     return values.config, values.workdir

@@ -68,16 +68,21 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
             raise flags.Error("expected --config.<field>=<value>")
         config_flags.DEFINE_config_dict("config", config, flag_values=values, sys_argv=argv)
         values(argv)
-    except (flags.Error, AttributeError, KeyError) as e:
-        message, unknown = str(e), ""
-        if isinstance(e, (AttributeError, KeyError)):  # ml_collections: AttributeError(KeyError(text))
-            while e.args and isinstance(e.args[0], BaseException):
-                e = e.args[0]
-            text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-            message = ". ".join(line.strip() for line in text.splitlines() if line.strip())
-            unknown = "unknown field "
-        raise ValueError(f"bad config override in {list(overrides)}: {unknown}{message}") from None
+    except (AttributeError, KeyError) as e:
+        raise ValueError(f"bad config override in {list(overrides)}: unknown field "
+                         f"{unknown_field_message(e)}") from None
+    except flags.Error as e:
+        raise ValueError(f"bad config override in {list(overrides)}: {e}") from None
     return values.config
+
+
+def unknown_field_message(e: BaseException) -> str:
+    """The readable text of an unknown ``--config.<field>`` override: ml_collections raises
+    an AttributeError around a KeyError whose message (repr'd by ``str``) is the text."""
+    while e.args and isinstance(e.args[0], BaseException):
+        e = e.args[0]
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    return ". ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:

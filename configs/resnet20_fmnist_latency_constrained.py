@@ -9,7 +9,8 @@ kept channel counts (a lookup table filled as architectures appear, each new sha
 alternately with its dense shape so that a drift of machine speed cancels), relative to
 dense; budget 0.6. It is measured, noisy and not additive, which is
 what the Lagrangian and the measured projection are for. ``prune.cost = "latency"``
-times the whole masked model instead (only useful where the backend skips zeros).
+times the whole masked model instead (only useful where the backend skips zeros). Both
+time batches of ``prune.latency_batch_size`` images (32; 1 for one request's latency).
 Expected: measured latency <= 0.6 of dense (guaranteed against the search's own timing
 table), accuracy near the FLOPs config's. Measured with 20 iterations and 1 fine-tuning epoch
 (seed 0, before tables were paired): 52.3% by its table, 38% of the MACs, 91.97% test; a

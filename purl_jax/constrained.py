@@ -785,11 +785,12 @@ def constrained_defaults(budget: float, *, cost: str = "params", action: str = "
         algorithm="constrained",
         cost=cost,  # "params", "flops", "latency" (masked model), "layer_latency" (compact layers),
         # or "package.module:factory" (budgets.get_cost)
+        latency_batch_size=32,  # images per timed call of "latency" and "layer_latency":
+        # 1 for one request's latency, larger for throughput
         budget=budget,  # relative to dense: 0.1 = at most 10% of the dense cost
         budgets=(),  # a sweep: several budgets in one run -> <workdir>/front.json, front.png
         front_baselines=(),  # names in baselines.FRONT_BASELINES, each placed at every budget
         # of the sweep and fine-tuned alike: "global" (layer actions), "uniform_l1" (channels)
-        target_sparsity=min(max(1.0 - budget, 0.01), 0.99),  # nominal, for the shared result table
         action=action,  # "layer" (fraction by magnitude), "channel" (keep value per channel),
         # "channel_l1" (fraction of each channel group, by L1 norm)
         feasibility="clamp",
@@ -864,6 +865,8 @@ def check_config(p: Any, seed: int = 0) -> None:
         check_max_fraction(p.max_fraction)
         check_start(p.start, p.action)
         check_cost(p.cost)
+        if not isinstance(p.latency_batch_size, int) or p.latency_batch_size < 1:
+            raise ValueError(f"latency_batch_size must be a positive integer, got {p.latency_batch_size!r}")
         check_budget_value(p.budget)
         for b in p.budgets:
             check_budget_value(b, "budgets entries")
@@ -918,8 +921,10 @@ def run_constrained(ctx) -> dict:
     policy = MaskPolicy(**dict(config.mask_policy))
     problem = make_problem(params, ctx.graph, ctx.base_masks, action=p.action, policy=policy,
                            max_fraction=p.max_fraction)
+    timed = p.cost in ("latency", "layer_latency")
     cost_fn = get_cost(p.cost, model=ctx.model, variables=ctx.variables, graph=ctx.graph,
-                       input_shape=ctx.splits.input_shape)
+                       input_shape=ctx.splits.input_shape,
+                       **(dict(batch_size=p.latency_batch_size) if timed else {}))
     score_fn = score_function(config, ctx.model, ctx.variables, ctx.splits, ctx.reward_set, ctx.evaluator)
     select_fn = select_function(config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
     main = float(p.budget)

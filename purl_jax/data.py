@@ -544,7 +544,8 @@ def _load_idx_source(
             raise DataError(
                 f"{name} is not embedded (only mnist is): pass data_dir=<folder with {_file_list()}>"
                 + (f", from {_IDX_SOURCES[name]}" if name in _IDX_SOURCES else "")
-                + ", or source='tfds' to read a prepared TFDS copy."
+                + ", or source='tfds' to read a prepared TFDS copy (in a config: "
+                "--config.data_dir=FOLDER or --config.data_source=tfds)."
             )
         folder: Path | Traversable = embedded_mnist_dir()
     else:

@@ -300,8 +300,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Clear errors for settings that cannot work, before any training or search."""
     p = config.prune
     get_algorithm(p.algorithm)
-    if not 0.0 < p.target_sparsity < 1.0:
-        raise PruneError(f"prune.target_sparsity must lie in (0, 1), got {p.target_sparsity}")
+    if p.algorithm != "constrained":  # the constrained search has a budget instead
+        if "target_sparsity" not in p:
+            raise PruneError(f"prune.algorithm = {p.algorithm!r} prunes to prune.target_sparsity, "
+                             "which this config lacks (a constrained config: set "
+                             "prune.algorithm and the budget there, or use purl_defaults)")
+        if not 0.0 < p.target_sparsity < 1.0:
+            raise PruneError(f"prune.target_sparsity must lie in (0, 1), got {p.target_sparsity}")
     if p.algorithm == "purl":
         try:  # the checks the search makes; each message starts with the field's name
             check_action_mode(p.action_mode)
@@ -407,7 +412,7 @@ def baseline_curves(ctx: PruneContext, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.9
     """Reward-set accuracy of every baseline over a sparsity grid (before fine-tuning),
     the reference the search's episodes are plotted against."""
     p = ctx.config.prune
-    grid = sorted({*sparsities, float(p.target_sparsity)})
+    grid = sorted({*sparsities, *([float(p.target_sparsity)] if "target_sparsity" in p else [])})
     curves = {}
     for name, baseline in baselines.BASELINES.items():
         accuracy = []
@@ -537,7 +542,8 @@ def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     s = summary(variables["params"], masks, graph)
     result = dict(
         model=config.model, dataset=config.dataset, algorithm=config.prune.algorithm,
-        target_sparsity=config.prune.target_sparsity,
+        # PuRL and the baselines; the constrained search reports its budget instead
+        **{k: config.prune[k] for k in ("target_sparsity",) if k in config.prune},
         dense_test_accuracy=dense_test["accuracy"], pruned_test_accuracy=pruned_test["accuracy"],
         reward_set_accuracy_before_finetune=float(reward_scores.accuracy),
         sparsity=s["sparsity"], params=s["params"], kept_params=s["kept_params"],

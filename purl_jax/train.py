@@ -96,6 +96,7 @@ def base_config(augment: bool | dict = False) -> ml_collections.ConfigDict:
     c.model_kwargs = {}
     c.dataset = "mnist"
     c.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.data_source = "auto"  # load_dataset's source: "auto", "idx" (*-ubyte.gz files) or "tfds"
     c.validation_size = 5000
     c.pad_to = ml_collections.FieldReference(None, field_type=int)
     c.image_size = 224  # crop size of streamed datasets (those too large for memory: ImageNet)
@@ -463,7 +464,7 @@ def get_augment(config: ml_collections.ConfigDict) -> Augment | None:
 
 def setup(config: ml_collections.ConfigDict) -> tuple[nn.Module, dict, Splits, Graph]:
     """The model, its initial variables (from ``config.seed``), the data and the graph."""
-    splits = load_dataset(config.dataset, data_dir=config.data_dir,
+    splits = load_dataset(config.dataset, data_dir=config.data_dir, source=config.data_source,
                           validation_size=config.validation_size, split_seed=config.split_seed,
                           pad_to=config.pad_to, image_size=config.image_size)
     model = get_model(config.model, num_classes=splits.num_classes, **dict(config.model_kwargs))

@@ -501,8 +501,9 @@ def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
     config = base_config()
     config.model, config.validation_size = "lenet_300_100", 64
     config.mask_policy = dict(exclude_first=False, exclude_last=False, exclude=())
-    config.prune = c.constrained_defaults(0.3, cost="params", iterations=2, num_envs=4)
-    config.prune.update(budgets=(0.5,), reward_set_size=32, progress=False,  # 0.3 joins the sweep
+    config.prune = c.constrained_defaults(0.1, cost="params", iterations=2, num_envs=4)
+    # budget as --config.prune.budget=0.3 sets it; 0.3 joins the sweep
+    config.prune.update(budget=0.3, budgets=(0.5,), reward_set_size=32, progress=False,
                         baseline_curves=False, front_baselines=("global",))
     config.prune.ppo.update(epochs=1, num_minibatches=1)
     result = prune(config, tmp_path, trainer=trainer)
@@ -529,6 +530,8 @@ def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
     assert {"budget", "cost", "cost_name"} <= set(saved)
     summary_ = json.loads((tmp_path / "summary.json").read_text())
     assert summary_["budget"] == 0.3 and summary_["cost"] <= 0.3
+    # no sparsity target beside the budget (it was 1 - the default budget, stale after an override)
+    assert "target_sparsity" not in saved and "target_sparsity" not in summary_
     assert (tmp_path / "search_curves.png").exists()
     # fine-tuning: 2 sweep budgets, 2 baselines + prune()'s own, all with the config's augmentation
     assert len(trainer.fits) == 5 and {f["augment"] for f in trainer.fits} == {"the-augment"}
@@ -553,6 +556,41 @@ def test_a_bad_front_baseline_fails_before_any_work(tmp_path, front_baselines, r
         prune(config, tmp_path, trainer=trainer)
 
 
+def test_latency_costs_time_batches_of_latency_batch_size(tmp_path, monkeypatch):
+    from purl_jax.search import prune
+    from purl_jax.train import base_config
+
+    class Timed(Exception):
+        pass
+
+    def layer_latency_cost(graph, **kwargs):
+        raise Timed(kwargs)
+
+    monkeypatch.setattr(c, "layer_latency_cost", layer_latency_cost)
+    trainer = _fake_trainer()
+    monkeypatch.setattr(c, "_trainer", lambda ctx: trainer)
+    config = base_config()
+    config.model, config.validation_size = "lenet_300_100", 64
+    config.prune = c.constrained_defaults(0.5, cost="layer_latency", iterations=1, num_envs=2)
+    config.prune.update(latency_batch_size=1, reward_set_size=8, progress=False, baseline_curves=False)
+    with pytest.raises(Timed, match="'batch_size': 1"):
+        prune(config, tmp_path, trainer=trainer)
+
+
+def test_a_baseline_algorithm_on_a_constrained_config_asks_for_a_target(tmp_path):
+    import types
+
+    from purl_jax.search import PruneError, prune
+    from purl_jax.train import base_config
+
+    config = base_config()
+    config.prune = c.constrained_defaults(0.3)
+    config.prune.algorithm = "global"
+    trainer = types.SimpleNamespace(setup=lambda c: pytest.fail("work started"))
+    with pytest.raises(PruneError, match="'global' prunes to prune.target_sparsity"):
+        prune(config, tmp_path, trainer=trainer)
+
+
 @pytest.mark.parametrize("change, field, allowed", [
     ({"cost": "flop"}, "prune.cost", "'layer_latency'"),  # a typo of "flops"
     ({"cost": "no_such_module_xyz:make"}, "prune.cost", "cannot import"),
@@ -567,6 +605,7 @@ def test_a_bad_front_baseline_fails_before_any_work(tmp_path, front_baselines, r
     ({"checkpoint_every": 0}, "prune.checkpoint_every", ">= 1"),
     ({"start": "global", "action": "channel"}, 'prune.start="global"', 'action="layer"'),
     ({"ppo.lagrangian": "nope"}, "prune.ppo.lagrangian", "must be one of"),
+    ({"latency_batch_size": 0}, "prune.latency_batch_size", "positive integer"),
 ])
 def test_bad_constrained_settings_fail_before_any_work_naming_the_field(tmp_path, change, field, allowed):
     from purl_jax.search import PruneError, prune

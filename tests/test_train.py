@@ -18,7 +18,7 @@ import pytest
 from conftest import forced_cpu_devices_env
 from purl_jax import train as train_lib
 from purl_jax.checkpoint import CheckpointError, restore_variables
-from purl_jax.data import Augment, Dataset, Splits
+from purl_jax.data import Augment, DataError, Dataset, Splits
 from purl_jax.graph import analyze
 from purl_jax.main import run
 from purl_jax.masks import init_masks, magnitude_masks
@@ -275,6 +275,18 @@ def test_validation_split_follows_split_seed_not_seed():
     assert np.array_equal(train_lib.setup(config)[2].validation.labels, held_out)
     config.split_seed = 1
     assert not np.array_equal(train_lib.setup(config)[2].validation.labels, held_out)
+
+
+def test_config_data_source_reaches_the_loader():
+    """``--config.data_source`` picks load_dataset's source, and without data_dir a dataset
+    that is not embedded names both config fields that fix it."""
+    config = train_lib.load_config(REPO / "configs" / "resnet20_fmnist.py")
+    assert config.data_dir is None  # no machine's folder baked into the config
+    with pytest.raises(DataError, match="--config.data_dir=FOLDER or --config.data_source=tfds"):
+        train_lib.setup(config)
+    config = train_lib.load_config(REPO / "configs" / "lenet300_mnist.py", ["--config.data_source=tfdss"])
+    with pytest.raises(DataError, match="source must be 'auto', 'idx' or 'tfds', not 'tfdss'"):
+        train_lib.setup(config)
 
 
 def test_load_config_takes_command_line_overrides():

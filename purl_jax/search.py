@@ -569,6 +569,8 @@ def format_table(r: dict) -> str:
         ("parameters", f"{r['params']:,}", f"{r['kept_params']:,} ({r['param_reduction']:.1f}x fewer)"),
         ("MACs", f"{r['macs']:,}", f"{r['kept_macs']:,} ({r['flop_reduction']:.1f}x fewer)"),
     ]
+    if "budget" in r:  # the constrained search: its cost as it measured it, against the budget
+        rows.append((f"{r.get('cost_name', 'cost')} / budget", "", f"{r['cost']:.4f} / {r['budget']:.4f}"))
     return "\n".join(f"{a:<20}{b:>14}  {c}" for a, b, c in rows)
 
 

@@ -492,7 +492,7 @@ def _fake_trainer():
         get_augment=lambda config: "the-augment", fits=fits)
 
 
-def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
+def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch, capsys):
     from purl_jax.search import prune
     from purl_jax.train import base_config
 
@@ -525,6 +525,7 @@ def test_budget_sweep_through_prune_on_a_fake_trainer(tmp_path, monkeypatch):
     assert (tmp_path / "search" / "budget_0.5" / "agent.pkl").exists()
     assert result["budget"] == 0.3 and result["cost_name"] == "params"
     assert result["cost"] <= 0.3
+    assert f"{result['cost']:.4f} / 0.3000" in capsys.readouterr().out  # the printed table
     assert result["kept_params"] <= 0.3 * result["params"]  # independent of the cost function
     saved = json.loads((tmp_path / "result.json").read_text())
     assert {"budget", "cost", "cost_name"} <= set(saved)

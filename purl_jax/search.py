@@ -303,8 +303,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if p.algorithm != "constrained":  # the constrained search has a budget instead
         if "target_sparsity" not in p:
             raise PruneError(f"prune.algorithm = {p.algorithm!r} prunes to prune.target_sparsity, "
-                             "which this config lacks (a constrained config: set "
-                             "prune.algorithm and the budget there, or use purl_defaults)")
+                             "which a constrained search's config.prune lacks (it has a budget): "
+                             "build config.prune with purl_defaults(target_sparsity, episodes)")
         if not 0.0 < p.target_sparsity < 1.0:
             raise PruneError(f"prune.target_sparsity must lie in (0, 1), got {p.target_sparsity}")
     if p.algorithm == "purl":
@@ -543,7 +543,7 @@ def prune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     result = dict(
         model=config.model, dataset=config.dataset, algorithm=config.prune.algorithm,
         # PuRL and the baselines; the constrained search reports its budget instead
-        **{k: config.prune[k] for k in ("target_sparsity",) if k in config.prune},
+        **({"target_sparsity": config.prune.target_sparsity} if "target_sparsity" in config.prune else {}),
         dense_test_accuracy=dense_test["accuracy"], pruned_test_accuracy=pruned_test["accuracy"],
         reward_set_accuracy_before_finetune=float(reward_scores.accuracy),
         sparsity=s["sparsity"], params=s["params"], kept_params=s["kept_params"],

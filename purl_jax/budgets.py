@@ -135,6 +135,7 @@ def checked(cost: Callable[[Masks], Any], name: str = "cost") -> CostFn:
 
 
 COSTS = ("params", "flops", "latency", "layer_latency")  # the names ``get_cost`` builds
+TIMED_COSTS = ("latency", "layer_latency")  # those that time calls: they take ``batch_size``
 
 
 def _cost_factory(name: str) -> Callable:

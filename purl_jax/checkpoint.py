@@ -101,18 +101,16 @@ def restore_variables(directory: str | os.PathLike, reference: dict) -> tuple[di
     Raises ``CheckpointError`` when there is no checkpoint or it was made for another model.
     """
     directory = files.path(directory)
+    where = ("config.dense_checkpoint must be a `purl-jax train --workdir` folder or a prune "
+             "run's dense/ subfolder")
     if not directory.is_dir():
-        raise CheckpointError(
-            f"no checkpoint folder {directory}: config.dense_checkpoint must be a `purl-jax train "
-            "--workdir` folder or a prune run's dense/ subfolder; the checkpoints are read from "
-            "its checkpoints/train")
+        raise CheckpointError(f"no checkpoint folder {directory}: {where}; the checkpoints are "
+                              "read from its checkpoints/train")
     with manager(directory, read_only=True) as mngr:
         step = mngr.latest_step()
         if step is None:
-            raise CheckpointError(
-                f"no checkpoint in {directory}: config.dense_checkpoint must be a `purl-jax train "
-                "--workdir` folder or a prune run's dense/ subfolder whose training has saved a "
-                "checkpoint in its checkpoints/train")
+            raise CheckpointError(f"no checkpoint in {directory}: {where} whose training has saved "
+                                  "a checkpoint in its checkpoints/train")
         out = mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
     state = out["state"]

@@ -914,17 +914,16 @@ def run_constrained(ctx) -> dict:
     ``prune.budget`` (which ``prune`` fine-tunes) with ``budget``, ``cost`` and
     ``cost_name`` for the result and the report.
     """
-    from purl_jax.budgets import get_cost
+    from purl_jax.budgets import TIMED_COSTS, get_cost
 
     config, p = ctx.config, ctx.config.prune
     params = ctx.variables["params"]
     policy = MaskPolicy(**dict(config.mask_policy))
     problem = make_problem(params, ctx.graph, ctx.base_masks, action=p.action, policy=policy,
                            max_fraction=p.max_fraction)
-    timed = p.cost in ("latency", "layer_latency")
     cost_fn = get_cost(p.cost, model=ctx.model, variables=ctx.variables, graph=ctx.graph,
                        input_shape=ctx.splits.input_shape,
-                       **(dict(batch_size=p.latency_batch_size) if timed else {}))
+                       **(dict(batch_size=p.latency_batch_size) if p.cost in TIMED_COSTS else {}))
     score_fn = score_function(config, ctx.model, ctx.variables, ctx.splits, ctx.reward_set, ctx.evaluator)
     select_fn = select_function(config, ctx.model, ctx.variables, ctx.splits, ctx.evaluator)
     main = float(p.budget)
